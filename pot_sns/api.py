@@ -1,0 +1,262 @@
+"""Public solvers with the signatures, defaults and return values of ``ot.sinkhorn``."""
+
+import warnings
+
+import numpy as np
+from ot.backend import get_backend
+from ot.utils import list_to_array
+
+from . import validation
+from .options import SNSOptions
+from .solver import solve
+from .sparse import make_kernel
+
+NOT_CONVERGED = (
+    "Sinkhorn did not converge. You might want to "
+    "increase the number of iterations `numItermax` "
+    "or the regularization parameter `reg`."
+)
+
+
+def sinkhorn_newton_sparse(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=False,
+                           log=False, warn=True, warmstart=None, **kwargs):
+    r"""Solve entropic OT with the Sinkhorn-Newton-Sparse algorithm.
+
+    Same problem, arguments and outputs as :func:`ot.sinkhorn`:
+
+    .. math::
+        \gamma = \mathop{\arg \min}_\gamma \quad \langle \gamma, \mathbf{M} \rangle_F +
+        \mathrm{reg}\cdot\Omega(\gamma)
+        \quad \text{s.t.} \ \gamma \mathbf{1} = \mathbf{a}, \
+        \gamma^T \mathbf{1} = \mathbf{b}, \ \gamma \geq 0
+
+    with :math:`\Omega(\gamma)=\sum_{i,j} \gamma_{i,j}\log(\gamma_{i,j})`. A few
+    log-domain Sinkhorn sweeps are followed by Newton steps on the dual whose
+    Hessian keeps only the large entries of the plan, solved by conjugate
+    gradient and guarded by a line search [1]_.
+
+    Parameters
+    ----------
+    a : array-like, shape (dim_a,)
+        Source weights (``[]`` means uniform).
+    b : array-like, shape (dim_b,) or (dim_b, n_hists)
+        Target weights (``[]`` means uniform). With several histograms the
+        loss of each problem is returned, as in :func:`ot.sinkhorn`.
+    M : array-like, shape (dim_a, dim_b)
+        Cost matrix.
+    reg : float
+        Regularization term > 0.
+    numItermax : int, optional
+        Largest number of iterations (Sinkhorn sweeps and Newton steps).
+    stopThr : float, optional
+        Stop when the 2-norm of the marginal violation
+        ``(a - P 1, b - P^T 1)`` is below this threshold.
+    verbose : bool, optional
+        Print a progress table.
+    log : bool, optional
+        Also return a dict of diagnostics.
+    warn : bool, optional
+        Warn (``UserWarning``) when the solver did not reach ``stopThr``.
+    warmstart : tuple of arrays, shape (dim_a,), (dim_b,), optional
+        Initial potentials ``(log_u, log_v)`` in :func:`ot.bregman.sinkhorn_log`'s
+        convention (a list of such pairs when ``b`` has several histograms).
+        The Sinkhorn warm-up is skipped when given.
+    **kwargs :
+        Keyword-only SNS options, see :class:`pot_sns.SNSOptions`
+        (``n_sinkhorn``, ``sparsity``, ``mass_ratio``, ``density``,
+        ``cg_rtol``, ``cg_maxiter``, ``ls_c1``, ...). Unknown names raise
+        ``TypeError``.
+
+    Returns
+    -------
+    gamma : array-like, shape (dim_a, dim_b)
+        Optimal plan (a vector of losses when ``b`` has several histograms),
+        in the backend, dtype and device of the inputs.
+    log : dict
+        Only when ``log=True``: ``err`` (marginal error per iteration),
+        ``niter``, ``log_u``, ``log_v``, ``u``, ``v`` as in
+        :func:`ot.bregman.sinkhorn_log`, plus ``n_sinkhorn``, ``n_newton``,
+        ``cg_iters``, ``density``, ``ls_steps``, ``fallbacks``, ``stages``
+        and ``status`` (``"converged"``, ``"max_iter"`` or ``"stalled"``).
+
+    Notes
+    -----
+    Arrays that require gradients are solved on detached copies and the
+    outputs carry no autograd graph; use ``ot.solve(..., method="sns",
+    grad="envelope")`` for gradients at the optimum.
+
+    Examples
+    --------
+    >>> import pot_sns
+    >>> a = [.5, .5]
+    >>> b = [.5, .5]
+    >>> M = [[0., 1.], [1., 0.]]
+    >>> pot_sns.sinkhorn_newton_sparse(a, b, M, 1)
+    array([[0.36552929, 0.13447071],
+           [0.13447071, 0.36552929]])
+
+    References
+    ----------
+    .. [1] X. Tang, M. Shavlovsky, H. Rahmanian, E. Tardini, K. K. Thekumparampil,
+       T. Xiao, L. Ying. Accelerating Sinkhorn Algorithm with Sparse Newton
+       Iterations. ICLR 2024.
+    """
+    opts = SNSOptions.from_kwargs(kwargs)
+    nx, a, b, M, reg = _prepare(a, b, M, reg, numItermax, stopThr, warmstart)
+    if len(b.shape) > 1:
+        n_hists = b.shape[1]
+        starts = warmstart if warmstart is not None else [None] * n_hists
+        losses, us, vs, logs = [], [], [], []
+        for k in range(n_hists):
+            P, lg = _solve_one(nx, a, b[:, k], M, reg, opts, numItermax, stopThr,
+                               verbose, warn, starts[k])
+            losses.append(nx.sum(M * P))
+            us.append(lg["log_u"])
+            vs.append(lg["log_v"])
+            logs.append(lg)
+        res = nx.stack(losses)
+        if not log:
+            return res
+        out = {"log_u": nx.stack(us, 1), "log_v": nx.stack(vs, 1)}
+        out["u"] = nx.exp(out["log_u"])
+        out["v"] = nx.exp(out["log_v"])
+        for key in ("err", "niter", "n_sinkhorn", "n_newton", "status", "fallbacks"):
+            out[key] = [lg[key] for lg in logs]
+        return res, out
+    P, lg = _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart)
+    return (P, lg) if log else P
+
+
+def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=False,
+                            log=False, warn=False, warmstart=None, **kwargs):
+    r"""Entropic OT loss ``<P, M>`` with the Sinkhorn-Newton-Sparse solver.
+
+    Mirrors :func:`ot.sinkhorn2`: same arguments as
+    :func:`sinkhorn_newton_sparse`, with ``warn=False`` by default.
+
+    Parameters
+    ----------
+    a, b, M, reg, numItermax, stopThr, verbose, log, warn, warmstart, **kwargs
+        See :func:`sinkhorn_newton_sparse`.
+
+    Returns
+    -------
+    W : float or array-like, shape (n_hists,)
+        Linear loss :math:`\langle \gamma^*, \mathbf{M} \rangle_F` (one per
+        histogram of ``b``), in the backend of the inputs.
+    log : dict
+        Only when ``log=True``; see :func:`sinkhorn_newton_sparse`.
+
+    Examples
+    --------
+    >>> import pot_sns
+    >>> round(float(pot_sns.sinkhorn_newton_sparse2([.5, .5], [.5, .5],
+    ...                                              [[0., 1.], [1., 0.]], 1)), 8)
+    0.26894142
+    """
+    res = sinkhorn_newton_sparse(a, b, M, reg, numItermax=numItermax, stopThr=stopThr,
+                                 verbose=verbose, log=True, warn=warn,
+                                 warmstart=warmstart, **kwargs)
+    a_, b_, M_ = list_to_array(a, b, M)
+    multi = len(getattr(b_, "shape", ())) > 1
+    if multi:
+        return res if log else res[0]
+    nx = get_backend(res[0])
+    loss = nx.sum(_same_type(nx, M_, res[0]) * res[0])
+    return (loss, res[1]) if log else loss
+
+
+def _same_type(nx, x, ref):
+    """``x`` in the backend/dtype of ``ref`` (the cost given by the user)."""
+    if isinstance(x, np.ndarray) and not isinstance(ref, np.ndarray):
+        x = nx.from_numpy(x)
+    return x + ref[:1, :1] * 0 if len(getattr(ref, "shape", ())) == 2 else x
+
+
+def _prepare(a, b, M, reg, numItermax, stopThr, warmstart):
+    """Validate and convert the inputs to one backend and compute dtype."""
+    reg = validation.check_reg(reg)
+    validation.check_iteration_args(numItermax, stopThr)
+    a, b, M = list_to_array(a, b, M)
+    nx = get_backend(M, a, b)
+    if len(M.shape) >= 1 and len(a) == 0 and len(M.shape) == 2:
+        a = nx.full((M.shape[0],), 1.0 / M.shape[0], type_as=M)
+    if len(M.shape) == 2 and len(b) == 0:
+        b = nx.full((M.shape[1],), 1.0 / M.shape[1], type_as=M)
+    validation.check_cost(nx, M)
+    validation.check_weights(nx, a, b, M)
+    validation.check_warmstart(warmstart, M.shape[0], M.shape[1],
+                               b.shape[1] if len(b.shape) > 1 else 0)
+    M, a, b = nx.detach(M, a, b)
+    # POT's promotion rules: the plan gets the common float type of M, a, b
+    probe = M[:1, 0] * 0 + a[:1] * 0 + nx.reshape(b, (-1,))[:1] * 0
+    if not nx.is_floating_point(probe):
+        probe = probe * 1.0
+    dtype = nx.dtype_device(probe)[0]
+    M, a, b = (x if nx.dtype_device(x)[0] == dtype else x + probe[0] for x in (M, a, b))
+    return nx, a, b, M, reg
+
+
+def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart):
+    """One problem: restrict to the support of the weights, solve, embed back."""
+    n, m = M.shape
+    ia = np.flatnonzero(nx.to_numpy(a) > 0)
+    ib = np.flatnonzero(nx.to_numpy(b) > 0)
+    full = len(ia) == n and len(ib) == m
+    if warmstart is not None:
+        warmstart = tuple(_cast(nx, w, a) for w in warmstart)
+    if full:
+        Ms, As, Bs, ws = M, a, b, warmstart
+    else:
+        ta, tb = nx.from_numpy(ia), nx.from_numpy(ib)
+        Ms = M[ta][:, tb]
+        As, Bs = a[ta], b[tb]
+        ws = None if warmstart is None else (warmstart[0][ta], warmstart[1][tb])
+    # the weights may differ in mass by a rounding error: solve the balanced problem
+    Bs = Bs * (nx.sum(As) / nx.sum(Bs))
+    kernel = make_kernel(nx, Ms, reg, opts.bin_width, opts.n_bins)
+    res = solve(kernel, As, Bs, opts, numItermax, stopThr, ws, verbose)
+    P = res.P if res.P is not None else kernel.plan(res.u, res.v)
+    log_u, log_v = res.u, res.v
+    if not full:
+        P = _embed(nx, P, ia, ib, (n, m))
+        log_u = _embed(nx, log_u, ia, None, (n,), fill=-np.inf)
+        log_v = _embed(nx, log_v, ib, None, (m,), fill=-np.inf)
+    if res.status != "converged" and warn:
+        warnings.warn(NOT_CONVERGED, UserWarning, stacklevel=3)
+    lg = {
+        "err": res.errs,
+        "niter": res.niter,
+        "log_u": log_u,
+        "log_v": log_v,
+        "u": nx.exp(log_u),
+        "v": nx.exp(log_v),
+        "n_sinkhorn": res.n_sinkhorn,
+        "n_newton": res.n_newton,
+        "cg_iters": res.cg_iters,
+        "density": res.density,
+        "ls_steps": res.ls_steps,
+        "fallbacks": res.fallbacks,
+        "stages": res.stages,
+        "status": res.status,
+    }
+    return P, lg
+
+
+def _cast(nx, x, ref):
+    """Array ``x`` in the backend, dtype and device of ``ref``."""
+    x = list_to_array(x) if isinstance(x, list) else x
+    if isinstance(x, np.ndarray) and nx.__name__ != "numpy":
+        x = nx.from_numpy(x, type_as=ref)
+    x = nx.detach(x)
+    return x if nx.dtype_device(x)[0] == nx.dtype_device(ref)[0] else x * 1.0 + ref[:1] * 0
+
+
+def _embed(nx, x, rows, cols, shape, fill=0.0):
+    """Place ``x`` at ``rows`` (and ``cols``) of an array of ``shape`` filled with ``fill``."""
+    host = np.full(shape, fill, dtype=nx.to_numpy(x[:1]).dtype)
+    if cols is None:
+        host[rows] = nx.to_numpy(x)
+    else:
+        host[np.ix_(rows, cols)] = nx.to_numpy(x)
+    return nx.from_numpy(host, type_as=x)
