@@ -7,7 +7,7 @@ import ot
 import pytest
 
 import pot_sns
-from conftest import make_problem
+from problems import make_problem
 
 CASES = [
     # n, m, uniform, reg
