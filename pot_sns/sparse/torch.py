@@ -154,8 +154,8 @@ class TorchKernel(DenseKernel):
     bin_width, n_bins : float, int
         Histogram layout used to pick sparsity thresholds.
     block : {"csr", "scatter", None}
-        Storage of the kept entries; None picks CSR where torch supports its
-        mat-vec on the device, index scatter otherwise.
+        Storage of the kept entries; None picks CSR on accelerators where
+        torch supports its mat-vec, index scatter otherwise (and on CPU).
     """
 
     name = "torch"
@@ -175,13 +175,21 @@ class TorchKernel(DenseKernel):
         self.buf = torch.empty((self.rows, m), dtype=self.dtype, device=self.device)
         self.P = torch.empty_like(self.M)
         if block is None:
-            block = "csr" if csr_supported(self.device, self.dtype) else "scatter"
+            # On CPU, torch's CSR mat-vec goes through threaded MKL, which spins and
+            # slows down by orders of magnitude on a loaded machine; index scatter
+            # does not, and the mat-vecs are O(nnz) either way.
+            use_csr = self.device.type != "cpu" and csr_supported(self.device, self.dtype)
+            block = "csr" if use_csr else "scatter"
         if block not in ("csr", "scatter"):
             raise ValueError("block must be 'csr' or 'scatter', got %r" % (block,))
         self.block = block
         #: passes over n-by-m arrays by kind (a design figure for the benchmark):
         #: "exp" reads M (evaluate, log-sum-exp, plan), "select" picks kept entries
         self.passes = {"exp": 0, "select": 0}
+
+    def at_reg(self, reg):
+        """Kernel for the same ``M`` at another reg (epsilon scaling)."""
+        return TorchKernel(self.nx, self.M, reg, self.bin_width, self.n_bins, self.block)
 
     def _new(self, *shape, fill=None):
         if fill is None:
