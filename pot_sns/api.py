@@ -7,7 +7,6 @@ from ot.backend import get_backend
 from ot.utils import list_to_array
 
 from . import validation
-from .options import SNSOptions
 from .solver import solve
 from .sparse import make_kernel
 
@@ -101,7 +100,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=
        T. Xiao, L. Ying. Accelerating Sinkhorn Algorithm with Sparse Newton
        Iterations. ICLR 2024.
     """
-    opts = SNSOptions.from_kwargs(kwargs)
+    opts = validation.check_options(kwargs)
     nx, a, b, M, reg = _prepare(a, b, M, reg, numItermax, stopThr, warmstart)
     if len(b.shape) > 1:
         n_hists = b.shape[1]
@@ -157,8 +156,8 @@ def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose
     res = sinkhorn_newton_sparse(a, b, M, reg, numItermax=numItermax, stopThr=stopThr,
                                  verbose=verbose, log=True, warn=warn,
                                  warmstart=warmstart, **kwargs)
-    a_, b_, M_ = list_to_array(a, b, M)
-    multi = len(getattr(b_, "shape", ())) > 1
+    _, _, b_, M_ = validation.as_arrays(a, b, M)
+    multi = b_ is not None and len(b_.shape) > 1
     if multi:
         return res if log else res[0]
     nx = get_backend(res[0])
@@ -169,31 +168,26 @@ def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose
 def _same_type(nx, x, ref):
     """``x`` in the backend/dtype of ``ref`` (the cost given by the user)."""
     if isinstance(x, np.ndarray) and not isinstance(ref, np.ndarray):
-        x = nx.from_numpy(x)
+        x = nx.from_numpy(x, type_as=ref)
+    # the loss carries no autograd graph, like the plan (see the Notes)
+    x = nx.detach(x)
     return x + ref[:1, :1] * 0 if len(getattr(ref, "shape", ())) == 2 else x
 
 
 def _prepare(a, b, M, reg, numItermax, stopThr, warmstart):
     """Validate and convert the inputs to one backend and compute dtype."""
-    reg = validation.check_reg(reg)
-    validation.check_iteration_args(numItermax, stopThr)
-    a, b, M = list_to_array(a, b, M)
-    nx = get_backend(M, a, b)
-    if len(M.shape) >= 1 and len(a) == 0 and len(M.shape) == 2:
-        a = nx.full((M.shape[0],), 1.0 / M.shape[0], type_as=M)
-    if len(M.shape) == 2 and len(b) == 0:
-        b = nx.full((M.shape[1],), 1.0 / M.shape[1], type_as=M)
-    validation.check_cost(nx, M)
-    validation.check_weights(nx, a, b, M)
-    validation.check_warmstart(warmstart, M.shape[0], M.shape[1],
-                               b.shape[1] if len(b.shape) > 1 else 0)
+    # every check, cheapest first, before any heavy work; lists and []/None
+    # weights come back as arrays of one backend
+    p = validation.check_problem(a, b, M, reg, numItermax, stopThr, warmstart)
+    nx, a, b, M, reg = p.nx, p.a, p.b, p.M, p.reg
     M, a, b = nx.detach(M, a, b)
     # POT's promotion rules: the plan gets the common float type of M, a, b
     probe = M[:1, 0] * 0 + a[:1] * 0 + nx.reshape(b, (-1,))[:1] * 0
     if not nx.is_floating_point(probe):
         probe = probe * 1.0
     dtype = nx.dtype_device(probe)[0]
-    M, a, b = (x if nx.dtype_device(x)[0] == dtype else x + probe[0] for x in (M, a, b))
+    # probe[:1], not probe[0]: torch (and cupy) do not promote on 0-d operands
+    M, a, b = (x if nx.dtype_device(x)[0] == dtype else x + probe[:1] for x in (M, a, b))
     return nx, a, b, M, reg
 
 
@@ -224,13 +218,17 @@ def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warms
         log_v = _embed(nx, log_v, ib, None, (m,), fill=-np.inf)
     if res.status != "converged" and warn:
         warnings.warn(NOT_CONVERGED, UserWarning, stacklevel=3)
+    with kernel.errstate():
+        # at small reg, f/reg is large and exp overflows to inf (as in POT's
+        # log["u"]); that is expected, not a warning to leak to the user
+        u_exp, v_exp = nx.exp(log_u), nx.exp(log_v)
     lg = {
         "err": res.errs,
         "niter": res.niter,
         "log_u": log_u,
         "log_v": log_v,
-        "u": nx.exp(log_u),
-        "v": nx.exp(log_v),
+        "u": u_exp,
+        "v": v_exp,
         "n_sinkhorn": res.n_sinkhorn,
         "n_newton": res.n_newton,
         "cg_iters": res.cg_iters,
@@ -238,6 +236,8 @@ def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warms
         "ls_steps": res.ls_steps,
         "fallbacks": res.fallbacks,
         "stages": res.stages,
+        "times": res.times,
+        "n_scaling": res.n_scaling,
         "status": res.status,
     }
     return P, lg
@@ -249,7 +249,10 @@ def _cast(nx, x, ref):
     if isinstance(x, np.ndarray) and nx.__name__ != "numpy":
         x = nx.from_numpy(x, type_as=ref)
     x = nx.detach(x)
-    return x if nx.dtype_device(x)[0] == nx.dtype_device(ref)[0] else x * 1.0 + ref[:1] * 0
+    if nx.dtype_device(x) != nx.dtype_device(ref):
+        # e.g. a CPU warm start for a CUDA problem: O(n) round trip
+        x = nx.from_numpy(nx.to_numpy(x), type_as=ref)
+    return x
 
 
 def _embed(nx, x, rows, cols, shape, fill=0.0):

@@ -10,11 +10,27 @@ class SNSOptions:
     Parameters
     ----------
     n_sinkhorn : int
-        Log-domain Sinkhorn sweeps before the first Newton step (the paper's
-        N1). Skipped when a ``warmstart`` is given.
+        Log-domain Sinkhorn sweeps at the target ``reg`` before the first
+        Newton step (the paper's N1). Skipped when a ``warmstart`` is given.
+    eps_scaling : bool
+        Warm up with epsilon scaling: ``scaling_sweeps`` Sinkhorn sweeps at
+        each regularisation of a decreasing sequence, from ``scaling_start``
+        times the spread of the costs down to ``reg``, each starting from the
+        previous potentials. Newton far from the optimum at a small ``reg``
+        needs many damped steps; from the scaled warm-up it converges in a
+        few. Skipped with a ``warmstart`` and when ``reg`` is already that
+        large.
+        ``eps_scaling=False, n_sinkhorn=20`` is the paper's Algorithm 1.
+    scaling_start : float
+        First regularisation of the scaling, relative to ``max(M) - min(M)``.
+    scaling_factor : float
+        Ratio of two successive regularisations of the scaling.
+    scaling_sweeps : int
+        Sinkhorn sweeps at each regularisation of the scaling.
     sinkhorn_rate : float
         After the warm-up, Sinkhorn sweeps go on while the error contracts by
-        at least this factor per sweep (Sinkhorn is then cheaper than Newton).
+        at least this factor per sweep (Sinkhorn is then cheaper than Newton:
+        with the numpy kernel a sweep costs two BLAS mat-vecs).
     sparsity : {"mass", "topk"}
         Rule that picks the kept plan entries of the Hessian. ``"mass"`` drops
         the smallest entries while their total mass stays below
@@ -27,8 +43,13 @@ class SNSOptions:
     density : float or None
         Kept fraction of the plan for ``"topk"``; None means
         ``3 / min(n, m)`` (the paper's lambda = 2/n of the Hessian).
-    max_density : float
-        Cap on the kept fraction of the plan, whatever the rule.
+    max_density : float or None
+        Cap on the kept fraction of the plan, whatever the rule. None means
+        the kernel's own cap: 1 for numpy (past
+        ``pot_sns.sparse.numpy.DENSE_DENSITY`` it keeps the whole plan, the
+        exact Hessian, in the buffer it already has: mat-vecs with it cost
+        less than with a sparse copy, and no memory), 0.25 for kernels that
+        copy the kept entries into a sparse matrix.
     cg_rtol : float
         Largest relative residual of conjugate gradient (inexact Newton: the
         tolerance shrinks with the gradient norm down to ``cg_rtol_min``).
@@ -55,15 +76,29 @@ class SNSOptions:
     n_bins : int
         Number of histogram bins; entries below ``exp(-bin_width*n_bins)``
         times the largest weight are never kept.
+
+    Examples
+    --------
+    The options are passed as keyword arguments of the solvers:
+
+    >>> import pot_sns
+    >>> M = [[0., 1.], [1., 0.]]
+    >>> P = pot_sns.sinkhorn_newton_sparse([], [], M, 1e-2, n_sinkhorn=5)
+    >>> pot_sns.SNSOptions(sparsity="topk").sparsity
+    'topk'
     """
 
     n_sinkhorn: int = 20
-    sinkhorn_rate: float = 0.25
+    eps_scaling: bool = True
+    scaling_start: float = 0.1
+    scaling_factor: float = 4.0
+    scaling_sweeps: int = 10
+    sinkhorn_rate: float = 0.9
     sparsity: str = "mass"
     mass_ratio: float = 1.0
     max_drop: float = 0.1
     density: object = None
-    max_density: float = 0.25
+    max_density: object = None
     cg_rtol: float = 0.1
     cg_rtol_min: float = 1e-10
     cg_maxiter: int = 500
@@ -78,11 +113,41 @@ class SNSOptions:
 
     @classmethod
     def names(cls):
+        """Names of all the options.
+
+        Returns
+        -------
+        names : list of str
+            Field names, in the order of the class definition.
+
+        Examples
+        --------
+        >>> from pot_sns import SNSOptions
+        >>> SNSOptions.names()[0]
+        'n_sinkhorn'
+        """
         return [f.name for f in fields(cls)]
 
     @classmethod
     def from_kwargs(cls, kwargs):
-        """Build options from ``**kwargs``; unknown names raise ``TypeError``."""
+        """Build options from ``**kwargs``; unknown names raise ``TypeError``.
+
+        Parameters
+        ----------
+        kwargs : dict
+            Option names and values, as passed to the solver.
+
+        Returns
+        -------
+        opts : SNSOptions
+            The checked options (see :meth:`check`).
+
+        Examples
+        --------
+        >>> from pot_sns import SNSOptions
+        >>> SNSOptions.from_kwargs({"cg_maxiter": 50}).cg_maxiter
+        50
+        """
         unknown = sorted(set(kwargs) - set(cls.names()))
         if unknown:
             raise TypeError(
@@ -94,7 +159,16 @@ class SNSOptions:
         return opts
 
     def check(self):
-        """Raise ``ValueError`` naming the first option out of its range."""
+        """Raise ``ValueError`` naming the first option out of its range.
+
+        Examples
+        --------
+        >>> from pot_sns import SNSOptions
+        >>> SNSOptions(ls_beta=2.0).check()
+        Traceback (most recent call last):
+            ...
+        ValueError: SNS option 'ls_beta' must be a number in (0, 1), got 2.0
+        """
         def need(cond, name, what):
             if not cond:
                 raise ValueError(
@@ -107,6 +181,13 @@ class SNSOptions:
         def is_num(x):
             return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
 
+        need(isinstance(self.eps_scaling, bool), "eps_scaling", "True or False")
+        need(is_num(self.scaling_start) and self.scaling_start > 0, "scaling_start",
+             "a number > 0")
+        need(is_num(self.scaling_factor) and self.scaling_factor > 1, "scaling_factor",
+             "a number > 1")
+        need(is_int(self.scaling_sweeps) and self.scaling_sweeps >= 1, "scaling_sweeps",
+             "an integer >= 1")
         for name in ("n_sinkhorn", "fallback_sweeps"):
             need(is_int(getattr(self, name)) and getattr(self, name) >= 0, name,
                  "an integer >= 0")
@@ -123,7 +204,8 @@ class SNSOptions:
         for name in ("max_drop", "shift"):
             x = getattr(self, name)
             need(is_num(x) and x >= 0, name, "a number >= 0")
-        need(is_num(self.max_density) and 0 < self.max_density <= 1, "max_density",
-             "a number in (0, 1]")
+        need(self.max_density is None or (is_num(self.max_density)
+                                          and 0 < self.max_density <= 1),
+             "max_density", "None or a number in (0, 1]")
         need(self.density is None or (is_num(self.density) and 0 < self.density <= 1),
              "density", "None or a number in (0, 1]")

@@ -4,9 +4,19 @@ Potentials are kept in sinkhorn_log's units (``u = f / reg``, ``v = g / reg``)
 so that ``P = exp(u_i + v_j - M_ij / reg)`` and the dual to maximise is
 ``L(u, v) = <u, a> + <v, b> - sum(P)``, with gradient ``(a - P1, b - P^T1)``
 and negative Hessian ``[[diag(P1), P], [P^T, diag(P^T1)]]``.
+
+Stages: (1) epsilon scaling, a few Sinkhorn sweeps at each of a decreasing
+sequence of regularisations (kernels from ``kernel.at_reg``); (2) Sinkhorn
+sweeps at ``reg``, for ``n_sinkhorn`` sweeps and on while they contract fast;
+(3) Newton steps: the plan's large entries (or, past the kernel's
+``dense_density``, all of them) form the Hessian block, the Schur complement
+system is solved by Jacobi-preconditioned CG to a tolerance tied to the
+gradient (inexact Newton), and an Armijo line search guards the step, with
+fall-backs when it fails. All dense work goes through the kernel.
 """
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from .cg import pcg
@@ -23,8 +33,10 @@ class SolverResult:
     err: float
     status: str  # "converged", "max_iter" or "stalled"
     n_sinkhorn: int = 0
+    n_scaling: int = 0  # of the n_sinkhorn sweeps, those of epsilon scaling
     n_newton: int = 0
     errs: list = field(default_factory=list)
+    times: list = field(default_factory=list)  # seconds since the start, per err
     stages: list = field(default_factory=list)
     cg_iters: list = field(default_factory=list)
     density: list = field(default_factory=list)
@@ -87,6 +99,7 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
     -------
     SolverResult
     """
+    t_start = time.perf_counter()
     nx = kernel.nx
     n, m = kernel.shape
     out = SolverResult(None, None, None, math.inf, "max_iter")
@@ -105,6 +118,7 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
         """Log an error; (u_, v_) is a candidate best iterate when its error
         was measured exactly at that point."""
         out.errs.append(err)
+        out.times.append(time.perf_counter() - t_start)
         out.stages.append(stage)
         if u_ is not None and err < best[0]:
             best[:] = [err, u_, v_]
@@ -112,15 +126,17 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
     def budget_left():
         return out.niter < numItermax
 
-    def sweeps(u, v, count, stage):
-        """Log-domain Sinkhorn sweeps; the error is read off the u-update."""
+    def sweeps(u, v, count, stage, kern=kernel, tol=None):
+        """Sinkhorn sweeps (log-domain potentials); the error is read off the
+        u-update. They stop early below ``tol`` (default ``stopThr``)."""
+        tol = stopThr if tol is None else tol
         rates = []
         err = math.inf
         for _ in range(count):
             if not budget_left():
                 break
-            v = logb - kernel.col_lse(u)
-            lse = kernel.row_lse(v)
+            v = logb - kern.col_lse(u)
+            lse = kern.row_lse(v)
             # (u, v) has exact column sums; its row sums are exp(u + lse)
             err_new = float(nx.norm(a - nx.exp(u + lse)))
             u = loga - lse
@@ -130,11 +146,31 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
             err = err_new
             record(stage, err)
             show(out.niter, stage, err)
-            if err < stopThr:
+            if err < tol:
                 break
         return u, v, err, rates
 
     with kernel.errstate():
+        if warmstart is None:
+            # Epsilon scaling: a few sweeps at each of a decreasing sequence of
+            # larger regularisations carry the potentials across the cost's
+            # scale, where Sinkhorn at a tiny reg crawls and damped Newton
+            # needs many steps (the dual is far from quadratic there).
+            prev = None
+            for r_k in _scaling_schedule(nx, kernel, opts):
+                if not budget_left():
+                    break
+                if prev is not None:
+                    u, v = u * (prev / r_k), v * (prev / r_k)
+                stage = kernel.at_reg(r_k)
+                # an intermediate reg needs no more than a rough solve
+                u, v, _, _ = sweeps(u, v, opts.scaling_sweeps, "sinkhorn", stage,
+                                    max(stopThr, SCALING_TOL * mass))
+                out.n_scaling = out.n_sinkhorn
+                prev = r_k
+                del stage
+            if prev is not None:
+                u, v = u * (prev / kernel.reg), v * (prev / kernel.reg)
         # Sinkhorn stage: fixed warm-up, then on while Sinkhorn contracts fast.
         if warmstart is None and opts.n_sinkhorn > 0:
             u, v, err, rates = sweeps(u, v, opts.n_sinkhorn, "sinkhorn")
@@ -147,16 +183,33 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
 
         r, c, hist = kernel.evaluate(u, v, top)
         P_current = True
-        ga, gb = a - r, b - c
-        err = _norm2(nx, ga, gb)
+        err = _norm2(nx, a - r, b - c)
+        if not math.isfinite(err) and budget_left():
+            # A warm start from a related problem can overflow the plan; one
+            # sweep ends on a u-update, after which P_ij <= a_i everywhere.
+            out.fallbacks.append((out.niter, "warmstart_overflow"))
+            u, v, _, _ = sweeps(u, v, 1, "fallback")
+            r, c, hist = kernel.evaluate(u, v, top)
+            err = _norm2(nx, a - r, b - c)
         if not math.isfinite(err):
             raise FloatingPointError("non-finite plan at the starting potentials")
         record("newton", err, u, v)
         L = float(nx.dot(u, a)) + float(nx.dot(v, b)) - float(nx.sum(r))
         ratio = opts.mass_ratio
         stall = 0
+        # safeguard state: first trial step of the line search (shrinks after a
+        # failed search, grows back after successes) and a density multiplier
+        # raised when sparsification is what holds Newton back
+        t0, boost, slow = 1.0, 1.0, 0
         eps = _eps_of(nx, a)
         slack = 64 * eps * mass
+        max_density = opts.max_density
+        if max_density is None:
+            max_density = getattr(kernel, "max_density", 0.25)
+        # kernels that can use the whole plan as the Hessian block say from
+        # which kept fraction on that is cheaper than a sparse copy
+        dense_at = getattr(kernel, "dense_density", None)
+        dense = False
 
         while err >= stopThr and budget_left():
             ga, gb = a - r, b - c
@@ -166,12 +219,22 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
                 budget = ("mass", min(opts.max_drop * mass, ratio * g1))
             else:
                 dens = opts.density if opts.density is not None else 3.0 / min(n, m)
-                budget = ("count", max(1, int(dens * n * m)))
-            max_nnz = max(1, int(opts.max_density * n * m))
-            tau, kept, dropped = pick_threshold(hist, top, opts.bin_width, budget, max_nnz)
+                budget = ("count", max(1, int(min(1.0, dens * boost) * n * m)))
+            max_nnz = max(1, int(min(1.0, max_density * boost) * n * m))
+            if not dense:
+                tau, kept, dropped = pick_threshold(hist, top, opts.bin_width, budget,
+                                                    max_nnz)
+                # Past the kernel's dense_density, a sparse copy of the kept
+                # entries costs more than mat-vecs with the whole plan: keep
+                # everything (the exact Hessian) from then on. The rule's
+                # budget only shrinks as the error falls.
+                dense = (dense_at is not None and kept > dense_at * n * m
+                         and max_nnz >= n * m and opts.sparsity == "mass")
+            if dense:
+                tau = 0.0
             S = kernel.select(tau)
             shift = opts.shift * ginf + eps * mass / max(n, m)
-            rtol = min(opts.cg_rtol, max(opts.cg_rtol_min, math.sqrt(g1 / mass)))
+            rtol = min(opts.cg_rtol, max(opts.cg_rtol_min, (g1 / mass) ** FORCING))
             du, dv, cg_it, cg_status = _newton_direction(
                 nx, S, r, c, ga, gb, shift, rtol, opts.cg_maxiter, n <= m, eps)
             out.cg_iters.append(cg_it)
@@ -179,8 +242,10 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
             gd = float(nx.dot(ga, du)) + float(nx.dot(gb, dv))
             accepted = False
             ls = 0
-            if cg_status != "breakdown" and math.isfinite(gd) and gd > 0 and _finite(nx, du, dv):
-                t = 1.0
+            ascent = (cg_status != "breakdown" and math.isfinite(gd) and gd > 0
+                      and _finite(nx, du, dv))
+            if ascent:
+                t = t0
                 base = float(nx.sum(r))
                 for ls in range(opts.ls_maxiter):
                     un, vn = u + t * du, v + t * dv
@@ -201,7 +266,19 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
                 P_current = True
                 L += dL
                 out.n_newton += 1
-                stall = 0 if errn < best[0] * (1 - 1e-3) else stall + 1
+                # Far from the optimum (tiny reg) damped Newton raises the dual
+                # for many steps while the error does not yet fall: that is
+                # progress too. Only a step that helps neither is a stall. The
+                # rise must beat the rounding of the plan's exponents, which
+                # grows with the potentials (float32 at small reg).
+                noise = slack * (1.0 + float(nx.max(nx.abs(u))) + float(nx.max(nx.abs(v))))
+                progress = errn < best[0] * (1 - 1e-3) or dL > noise
+                stall = 0 if progress else stall + 1
+                # Full, well-solved steps that barely reduce the error mean the
+                # sparsified Hessian is too far from the true one: densify.
+                poor = t == 1.0 and cg_status == "converged" and errn > 0.5 * err
+                slow = slow + 1 if poor and S.nnz < n * m else 0
+                t0 = min(1.0, t0 / opts.ls_beta)
                 err = errn
                 record("newton", err, u, v)
                 show(out.niter, "newton", err,
@@ -209,14 +286,25 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
                 if stall >= opts.patience:
                     out.status = "stalled"
                     break
+                if slow >= 3:
+                    out.fallbacks.append((out.niter, "sparsity"))
+                    show(out.niter, "fallback", err, "sparsity: denser Hessian")
+                    boost *= 4.0
+                    ratio *= 0.1
+                    slow = 0
                 continue
-            # Fall back: Sinkhorn sweeps from the best point, then a denser Hessian.
+            # Fall back: Sinkhorn sweeps, then a denser Hessian. The sweeps start
+            # from the current iterate, not the best-error one: every accepted
+            # step raised the dual, and at tiny reg the lowest error is often
+            # the far-behind warm-up point (the best is still what is returned).
             reason = ("cg_breakdown" if cg_status == "breakdown" else
-                      "not_ascent" if not (gd > 0) else "line_search")
+                      "line_search" if ascent else "not_ascent")
             out.fallbacks.append((out.niter, reason))
             show(out.niter, "fallback", err, reason)
             ratio *= 0.1
-            u, v = best[1], best[2]
+            slow = 0
+            if reason == "line_search":
+                t0 = t  # the next search resumes where this one gave up
             u, v, _, _ = sweeps(u, v, max(1, opts.fallback_sweeps), "fallback")
             r, c, hist = kernel.evaluate(u, v, top)
             P_current = True
@@ -237,6 +325,36 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
             out.status = "converged"
     out.u, out.v, out.err = u, v, err
     out.P = kernel.P if P_current else None
+    return out
+
+
+#: marginal error (relative to the mass) at which a stage of the epsilon
+#: scaling stops before its ``scaling_sweeps``
+SCALING_TOL = 1e-4
+
+#: exponent of the inexact-Newton forcing term: CG solves to a relative
+#: residual of (||grad||_1 / mass) ** FORCING, capped by ``cg_rtol``
+FORCING = 0.5
+
+
+def _scaling_schedule(nx, kernel, opts):
+    """Regularisations of the epsilon-scaling warm-up, largest first.
+
+    They start at ``scaling_start`` times the spread of the costs and divide
+    by ``scaling_factor`` down to (excluded) the target ``reg``; empty when
+    the target is already that large or the kernel cannot change its reg.
+    """
+    if not opts.eps_scaling or not hasattr(kernel, "at_reg"):
+        return []
+    spread = float(nx.max(kernel.M)) - float(nx.min(kernel.M))
+    reg = kernel.reg
+    r_k = opts.scaling_start * spread
+    out = []
+    while r_k > reg * opts.scaling_factor and len(out) < 60:
+        out.append(r_k)
+        r_k /= opts.scaling_factor
+    if out:
+        out.append(max(r_k, reg * opts.scaling_factor ** 0.5))
     return out
 
 

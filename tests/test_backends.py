@@ -422,9 +422,11 @@ def test_torch_zero_weights(problem, device):
     b[[3, 24]] = 0.0
     a /= a.sum()
     b /= b.sum()
-    P0, log0 = pot_sns.sinkhorn_newton_sparse(a, b, M, 1e-2, log=True)
+    # converged well below the compared tolerance: numpy's kernel-domain sweeps
+    # and torch's log-domain ones round differently, so their paths differ
+    P0, log0 = pot_sns.sinkhorn_newton_sparse(a, b, M, 1e-2, log=True, stopThr=1e-12)
     at, bt, Mt = to_torch(device, np.float64, a, b, M)
-    P, log = pot_sns.sinkhorn_newton_sparse(at, bt, Mt, 1e-2, log=True)
+    P, log = pot_sns.sinkhorn_newton_sparse(at, bt, Mt, 1e-2, log=True, stopThr=1e-12)
     assert P.shape == (30, 25) and P.device == Mt.device and P.dtype == torch.float64
     Ph = host(P)
     assert np.all(Ph[[0, 7, 8]] == 0) and np.all(Ph[:, [3, 24]] == 0)

@@ -163,3 +163,24 @@ def test_verbose_prints_table(capsys):
     pot_sns.sinkhorn_newton_sparse(a, b, M, 1e-3, verbose=True)
     out = capsys.readouterr().out
     assert "It." in out and "Err" in out and "newton" in out
+
+
+def test_dense_and_sparse_hessian_paths_agree():
+    """A plan large enough for the numpy kernel to switch to the whole plan as
+    the Hessian (and to estimate the threshold histogram on a row sample)
+    gives the entropic optimum, and the same plan as Newton steps that keep
+    only part of the entries (a capped density)."""
+    a, b, M = make_problem(400, 300, seed=21)
+    reg = 1e-3
+    P, log = pot_sns.sinkhorn_newton_sparse(a, b, M, reg, log=True, stopThr=1e-11)
+    assert log["status"] == "converged" and log["n_newton"] >= 1
+    assert log["density"][-1] == 1.0  # the exact Hessian was used
+    np.testing.assert_allclose(P.sum(1), a, atol=1e-11)
+    np.testing.assert_allclose(P.sum(0), b, atol=1e-11)
+    # the optimum is the only plan of this form with these marginals
+    gibbs = np.exp(log["log_u"][:, None] + log["log_v"][None, :] - M / reg)
+    np.testing.assert_allclose(P, gibbs, rtol=1e-12, atol=0)
+    P2, log2 = pot_sns.sinkhorn_newton_sparse(a, b, M, reg, log=True, stopThr=1e-11,
+                                              max_density=0.5)
+    assert log2["status"] == "converged" and max(log2["density"]) <= 0.5
+    np.testing.assert_allclose(P2, P, atol=1e-11, rtol=0)

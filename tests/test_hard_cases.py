@@ -357,3 +357,26 @@ def test_no_warning_leaks_from_overflowing_potentials(problem):
     check_solved(P, log, a, b, M, 1e-4)
     assert np.isposinf(np.r_[log["u"], log["v"]]).any()  # the overflow did happen
     assert not np.isnan(np.r_[log["u"], log["v"]]).any()
+
+
+def test_warmstart_from_a_related_problem_that_overflows_the_plan():
+    # potentials of one problem used for a shifted one: exp(u + v - M/reg)
+    # overflows at the start; the solver must recover, not raise
+    rng = np.random.default_rng(0)
+    n = 200
+    x = rng.normal(size=(n, 2))
+    y = rng.normal(size=(n, 2)) * [1.0, 0.4]
+    a = b = np.full(n, 1.0 / n)
+    M0 = ot.dist(x, y + [1.0, 0.0]) / 4.0
+    M1 = 0.5 * M0 + 0.1 * ot.dist(x, y) / 4.0  # cheaper costs: the old plan explodes
+    _, log0 = pot_sns.sinkhorn_newton_sparse(a, b, M0, 1e-3, log=True)
+    ws = (log0["log_u"], log0["log_v"])
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.exp(ws[0][:, None] + ws[1][None, :] - M1 / 1e-3)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        P, log = pot_sns.sinkhorn_newton_sparse(a, b, M1, 1e-3, warmstart=ws, log=True)
+    assert log["status"] == "converged"
+    assert any(reason == "warmstart_overflow" for _, reason in log["fallbacks"])
+    np.testing.assert_allclose(P.sum(1), a, atol=1e-9)
+    np.testing.assert_allclose(P.sum(0), b, atol=1e-9)

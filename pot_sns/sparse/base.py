@@ -15,7 +15,13 @@ and override the passes they can do faster. The contract, used by
   with ``matvec``, ``rmatvec``, ``sq_matvec``, ``sq_rmatvec`` and ``nnz``;
 - ``plan(u, v)``: a new dense plan array for the user;
 - ``errstate()``: a context that keeps floating point warnings of the
-  internal passes (overflow in a rejected trial step) from leaking.
+  internal passes (overflow in a rejected trial step) from leaking;
+- ``at_reg(reg)``: a kernel for the same ``M`` at another regularisation,
+  used only for ``row_lse``/``col_lse`` (the epsilon-scaling warm-up).
+
+Optional attributes the solver reads when present: ``max_density`` (the
+default cap on the kept fraction) and ``dense_density`` (kept fraction from
+which ``select(0)``, the whole plan, is the cheaper Hessian block).
 """
 
 import contextlib
@@ -72,6 +78,12 @@ class DenseKernel:
 
     def errstate(self):
         return contextlib.nullcontext()
+
+    def at_reg(self, reg):
+        """Kernel for the same ``M`` at regularisation ``reg``. This generic
+        one sweeps with dense ``nx`` passes; backend kernels may return a
+        faster one of their own kind."""
+        return DenseKernel(self.nx, self.M, reg, self.bin_width, self.n_bins)
 
     def row_lse(self, v):
         return self.nx.logsumexp(self.Mr + v[None, :], axis=1)

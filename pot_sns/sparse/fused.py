@@ -434,6 +434,19 @@ class FusedKernel(DenseKernel):
     def _vec(self, x):
         return self.xp.ascontiguousarray(x, dtype=self.dtype)
 
+    def at_reg(self, reg):
+        """Kernel for the same ``M`` at another reg (the epsilon-scaling
+        warm-up), on the same device and launcher, counting its passes in
+        this kernel's :attr:`passes`."""
+        import contextlib
+
+        dev = getattr(self.M, "device", None)
+        with dev if hasattr(dev, "__enter__") else contextlib.nullcontext():
+            k = FusedKernel(self.nx, self.M, reg, self.bin_width, self.n_bins, self.xp,
+                            self.sparse, self.launch, self.col_rows)
+        k.passes = self.passes
+        return k
+
     def errstate(self):
         # host-side numpy only; device kernels never warn
         return np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")

@@ -1,23 +1,89 @@
-"""numpy/scipy kernel: chunked passes over ``M`` and a scipy.sparse CSR block.
+"""numpy/scipy kernel: the plan kept in kernel form, BLAS passes, scipy CSR blocks.
 
-Every dense pass walks ``M`` in row blocks of about ``CHUNK`` entries, so the
-temporaries stay in cache and the only n-by-m array besides ``M`` is the plan.
+The kernel keeps one n-by-m buffer ``K`` holding the plan at reference
+potentials ``(u0, v0)``: ``K_ij = exp(u0_i + v0_j - M_ij / reg)``. At any
+nearby potentials ``(u, v)`` the plan is ``e^(u - u0) K e^(v - v0)`` (a
+diagonal scaling), so
+
+- a Sinkhorn half-sweep (``row_lse``/``col_lse``) is one BLAS mat-vec with
+  ``K`` instead of an ``exp`` over ``M`` (about ten times cheaper);
+- the row and column sums at a line-search trial point are two mat-vecs;
+- a Newton step that keeps every entry (past :data:`DENSE_DENSITY`, see
+  :attr:`NumpyKernel.dense_density`) multiplies by ``K`` and the two
+  scalings: no pass over ``K`` beyond the CG mat-vecs and one for the
+  Jacobi preconditioner;
+- a sparse Newton step rescales ``K`` in place to the current point (one
+  pass), estimates the threshold histogram on a sample of rows, and copies
+  the kept entries into a CSR matrix (one pass).
+
+``exp`` passes over ``M`` happen only to refresh ``K``: when the potentials
+drift too far from the point of the last ``exp`` pass (entries that
+underflowed to 0 there could then matter), after many in-place rescalings
+(rounding drift), and for the exact plan handed to the user. Every pass over
+an n-by-m array is counted in :attr:`NumpyKernel.passes`, a design figure
+reported by the benchmark.
+
+Memory: ``M``, ``K`` and, in sparse steps, the CSR block (at most
+``DENSE_DENSITY`` of the entries). The plan handed to the user is ``K``.
 """
+
+import math
 
 import numpy as np
 import scipy.sparse as sp
 
 from .base import DenseKernel
 
+#: entries per row block of the passes over ``M`` (temporaries stay in cache)
 CHUNK = 1 << 15
+
+#: kept fraction above which a Newton step is cheaper with the whole plan
+#: (exact Hessian, BLAS mat-vecs on ``K``) than with a CSR copy of the kept
+#: entries: building the copy costs about a dozen dense mat-vecs, and a CSR
+#: mat-vec (with its transpose, through the CSC view) costs per stored entry
+#: several times a dense one
+DENSE_DENSITY = 0.05
+#: smallest plan (entries) for dense kept blocks; small plans always use CSR
+DENSE_MIN_SIZE = 1 << 16
+#: entries of the plan binned for the threshold histogram (a row sample above)
+HIST_SAMPLE = 1 << 16
+
+
+def _same(x, y):
+    return x is y or (x.shape == y.shape and bool(np.array_equal(x, y)))
+
+
+class LazyHistogram:
+    """Histogram ``(counts, mass)`` of ``log P`` at given potentials, computed
+    on first use: line-search trials that are rejected never pay for it."""
+
+    def __init__(self, kernel, u, v, top, total):
+        self._args = (kernel, u, v, top, total)
+        self._value = None
+
+    def _get(self):
+        if self._value is None:
+            kernel, u, v, top, total = self._args
+            self._value = kernel._histogram(u, v, top, total)
+            self._args = None
+        return self._value
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __getitem__(self, i):
+        return self._get()[i]
+
+    def __len__(self):
+        return 2
 
 
 class CSRBlock:
-    """Kept plan entries as a scipy CSR matrix."""
+    """Kept plan entries as a scipy CSR matrix ``S``; ``S^T`` products use the
+    CSC view of the same arrays and ``S o S`` shares its index arrays."""
 
     def __init__(self, S):
         self.S = S
-        self.ST = S.T.tocsr()
         self.nnz = S.nnz
         self._S2 = None
 
@@ -25,11 +91,12 @@ class CSRBlock:
         return self.S @ x
 
     def rmatvec(self, y):
-        return self.ST @ y
+        return self.S.T @ y
 
     def _sq(self):
         if self._S2 is None:
-            self._S2 = self.S.multiply(self.S).tocsr()
+            S = self.S
+            self._S2 = sp.csr_matrix((S.data * S.data, S.indices, S.indptr), shape=S.shape)
         return self._S2
 
     def sq_matvec(self, x):
@@ -39,11 +106,78 @@ class CSRBlock:
         return self._sq().T @ y
 
 
+class FullBlock:
+    """Kept entries stored densely in the plan buffer (no copy): BLAS
+    mat-vecs. With scalings ``eu``, ``ev`` the block is ``diag(eu) K diag(ev)``
+    (the plan at the current point, from ``K`` at its reference point)."""
+
+    def __init__(self, K, rows, nnz, eu=None, ev=None):
+        self.S = K
+        self.nnz = nnz
+        self._rows = rows
+        self._eu, self._ev = eu, ev
+
+    def matvec(self, x):
+        if self._eu is None:
+            return self.S @ x
+        return self._eu * (self.S @ (self._ev * x))
+
+    def rmatvec(self, y):
+        if self._eu is None:
+            return y @ self.S
+        return self._ev * ((self._eu * y) @ self.S)
+
+    def sq_matvec(self, x):
+        eu, ev = self._eu, self._ev
+        if eu is not None:
+            x = ev * ev * x
+        n = self.S.shape[0]
+        out = np.empty(n, dtype=self.S.dtype)
+        for i0 in range(0, n, self._rows):
+            B = self.S[i0:i0 + self._rows]
+            out[i0:i0 + self._rows] = (B * B) @ x
+        return out if eu is None else eu * eu * out
+
+    def sq_rmatvec(self, y):
+        eu, ev = self._eu, self._ev
+        if eu is not None:
+            y = eu * eu * y
+        n = self.S.shape[0]
+        out = 0
+        for i0 in range(0, n, self._rows):
+            B = self.S[i0:i0 + self._rows]
+            out = out + y[i0:i0 + self._rows] @ (B * B)
+        return out if ev is None else ev * ev * out
+
+
 class NumpyKernel(DenseKernel):
-    """Kernel for numpy arrays (CPU)."""
+    """Kernel for numpy arrays (CPU).
+
+    Parameters
+    ----------
+    nx : ot.backend.NumpyBackend
+        POT's numpy backend.
+    M : ndarray, shape (n, m)
+        Cost matrix in the compute dtype.
+    reg : float
+        Entropic regularization.
+    bin_width, n_bins : float, int
+        Histogram layout used to pick sparsity thresholds.
+    """
 
     name = "numpy"
+    #: default cap on the kept fraction (``SNSOptions.max_density=None``):
+    #: dense kept blocks live in the plan buffer, so no cap is needed
+    max_density = 1.0
 
+    @property
+    def dense_density(self):
+        """Kept fraction above which the solver should keep every entry: the
+        exact Hessian in the plan buffer, BLAS mat-vecs, no sparse copy (a CSR
+        mat-vec costs about as much per stored entry as 6-8 dense ones, and
+        building it much more). None for small plans."""
+        n, m = self.shape
+        return DENSE_DENSITY if n * m >= DENSE_MIN_SIZE else None
     def __init__(self, nx, M, reg, bin_width=0.5, n_bins=120):
         self.nx = nx
         self.M = np.ascontiguousarray(M)
@@ -55,8 +189,33 @@ class NumpyKernel(DenseKernel):
         n, m = self.shape
         self.rows = max(1, CHUNK // max(m, 1))
         self.buf = np.empty((min(self.rows, n), m), dtype=self.M.dtype)
-        self.P = np.empty_like(self.M)
+        fi = np.finfo(self.M.dtype)
+        # Largest drift of the potentials (per entry, in log units) from the
+        # last exp pass: entries of K that underflowed there (or in a later
+        # rescaling) stay below tiny * e^(6 D) = sqrt(tiny) at any point the
+        # kernel form is used for; sums above _smin are then exact to eps.
+        self._drift = -math.log(float(fi.tiny)) / 12.0
+        self._log_smin = (math.log(max(n, m)) + math.log(float(fi.tiny)) + 6 * self._drift
+                          - math.log(float(fi.eps)))
+        self._smin = math.exp(self._log_smin)
+        self._max_rescale = 24
+        self._K = None
+        self._u0 = self._v0 = None  # reference potentials of K
+        self._ua = self._va = None  # potentials of the last exp pass
+        self._rescaled = 0  # in-place rescalings since the last exp pass
+        self._masked = False  # K holds a masked plan (see select)
+        self._hint_u = self._hint_v = None  # last potentials seen
+        self._point = None  # (u, v) of the last evaluate
+        #: passes over n-by-m arrays, by kind (a design figure, see module doc)
+        self.passes = {"exp": 0, "matvec": 0, "rescale": 0, "histogram": 0, "select": 0,
+                       "cg": 0}
 
+    def at_reg(self, reg):
+        """A kernel for the same ``M`` at another regularisation (epsilon
+        scaling); its buffer is allocated on first use."""
+        return NumpyKernel(self.nx, self.M, reg, self.bin_width, self.n_bins)
+
+    # ------------------------------------------------------------------ utils
     def errstate(self):
         return np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
 
@@ -74,7 +233,79 @@ class NumpyKernel(DenseKernel):
             L += v[None, :]
         return L
 
+    def _near(self, u=None, v=None):
+        """Whether the kernel form of K is exact enough at ``(u, v)``."""
+        if self._K is None or self._masked:
+            return False
+        d = self._drift
+        if u is not None and not (np.max(np.abs(u - self._ua)) <= d):
+            return False
+        if v is not None and not (np.max(np.abs(v - self._va)) <= d):
+            return False
+        return True
+
+    def _ok_sums(self, s):
+        """Sums large enough for their log to be accurate (no lost mass)."""
+        return bool(np.all((s > self._smin) & (s < np.inf)))
+
+    def _exp_pass(self, u, v):
+        """``K = exp(u + v - M/reg)`` (the plan at ``(u, v)``); row and column sums."""
+        n, m = self.shape
+        if self._K is None:
+            self._K = np.empty_like(self.M)
+        K = self._K
+        r = np.empty(n, dtype=self.M.dtype)
+        c = np.zeros(m, dtype=self.M.dtype)
+        for i0, i1, L in self._blocks():
+            self._logits(L, i0, i1, u, v)
+            Kb = K[i0:i1]
+            np.exp(L, out=Kb)
+            Kb.sum(axis=1, out=r[i0:i1])
+            c += Kb.sum(axis=0)
+        self._u0 = self._ua = u
+        self._v0 = self._va = v
+        self._rescaled = 0
+        self._masked = False
+        self.passes["exp"] += 1
+        return r, c
+
+    def _zeros(self, k):
+        return np.zeros(k, dtype=self.M.dtype)
+
+    # ---------------------------------------------------- Sinkhorn half-sweeps
     def row_lse(self, v):
+        self._hint_v = v
+        if self._near(v=v):
+            d = v - self._v0
+            sh = np.max(d)
+            s = self._K @ np.exp(d - sh)
+            self.passes["matvec"] += 1
+            if self._ok_sums(s):
+                return np.log(s) + (sh - self._u0)
+        # refresh K at the latest potentials: the plan there has column sums b
+        u = self._hint_u if self._hint_u is not None else self._zeros(self.shape[0])
+        r, _ = self._exp_pass(u, v)
+        if self._ok_sums(r):
+            return np.log(r) - u
+        return self._stable_row_lse(v)
+
+    def col_lse(self, u):
+        self._hint_u = u
+        if self._near(u=u):
+            d = u - self._u0
+            sh = np.max(d)
+            s = np.exp(d - sh) @ self._K
+            self.passes["matvec"] += 1
+            if self._ok_sums(s):
+                return np.log(s) + (sh - self._v0)
+        v = self._hint_v if self._hint_v is not None else self._zeros(self.shape[1])
+        _, c = self._exp_pass(u, v)
+        if self._ok_sums(c):
+            return np.log(c) - v
+        return self._stable_col_lse(u)
+
+    def _stable_row_lse(self, v):
+        """Max-shifted log-sum-exp over ``M`` (rows whose terms all underflow)."""
         out = np.empty(self.shape[0], dtype=self.M.dtype)
         for i0, i1, L in self._blocks():
             self._logits(L, i0, i1, None, v)
@@ -83,9 +314,10 @@ class NumpyKernel(DenseKernel):
             L -= mx[:, None]
             np.exp(L, out=L)
             out[i0:i1] = np.log(L.sum(axis=1)) + mx
+        self.passes["exp"] += 1
         return out
 
-    def col_lse(self, u):
+    def _stable_col_lse(self, u):
         m = self.shape[1]
         mx = np.full(m, -np.inf, dtype=self.M.dtype)
         s = np.zeros(m, dtype=self.M.dtype)
@@ -98,46 +330,144 @@ class NumpyKernel(DenseKernel):
             np.exp(L, out=L)
             s += L.sum(axis=0)
             mx = bmx
+        self.passes["exp"] += 1
         return np.log(s) + np.where(np.isfinite(mx), mx, 0.0)
 
+    # ------------------------------------------------------------ Newton passes
     def evaluate(self, u, v, top, hist=True):
+        self._hint_u, self._hint_v = u, v
+        self._point = (u, v)
+        r = c = None
+        if self._near(u, v):
+            eu = np.exp(u - self._u0)
+            ev = np.exp(v - self._v0)
+            r = eu * (self._K @ ev)
+            c = ev * (eu @ self._K)
+            self.passes["matvec"] += 2
+            if not (np.all(np.isfinite(r)) and np.all(np.isfinite(c))):
+                r = None
+        if r is None:
+            r, c = self._exp_pass(u, v)
+        return r, c, (LazyHistogram(self, u, v, top, float(r.sum())) if hist else None)
+
+    def _materialize(self, u, v, exact=False):
+        """Make ``K`` the plan at ``(u, v)``: rescale in place, or an exp pass."""
+        if self._K is not None and not self._masked and _same(self._u0, u) and _same(
+                self._v0, v) and (not exact or self._rescaled == 0):
+            return
+        if exact or self._rescaled >= self._max_rescale or not self._near(u, v):
+            self._exp_pass(u, v)
+            return
+        eu = np.exp(u - self._u0)
+        ev = np.exp(v - self._v0)
+        K = self._K
+        for i0, i1, _ in self._blocks():
+            Kb = K[i0:i1]
+            Kb *= ev[None, :]
+            Kb *= eu[i0:i1, None]
+        self._u0, self._v0 = u, v
+        self._rescaled += 1
+        self.passes["rescale"] += 1
+
+    def _histogram(self, u, v, top, total=None):
+        """Histogram ``(counts, mass)`` of ``log P`` at ``(u, v)``.
+
+        Exact up to ``HIST_SAMPLE`` entries; above, it is estimated from a
+        systematic sample of rows (every ``k``-th), counts scaled by ``n`` over
+        the sampled rows and mass by the total mass over theirs: the threshold
+        it serves is a heuristic choice, and the exact histogram would cost
+        more than the rest of a Newton step.
+        """
+        self._materialize(u, v)
         n, m = self.shape
         K, w = self.n_bins, self.bin_width
-        r = np.empty(n, dtype=self.M.dtype)
-        c = np.zeros(m, dtype=self.M.dtype)
         counts = np.zeros(K + 1)
         mass = np.zeros(K + 1)
         low = top - K * w
-        for i0, i1, L in self._blocks():
-            self._logits(L, i0, i1, u, v)
-            Pb = self.P[i0:i1]
-            np.exp(L, out=Pb)
-            r[i0:i1] = Pb.sum(axis=1)
-            c += Pb.sum(axis=0)
-            if hist:
-                # Entries below the lowest bin edge are only counted, never
-                # binned: at small reg they are the vast majority.
-                sel = L > low
-                Ls = L[sel]
-                t = (top - Ls) * (1.0 / w)
-                np.clip(t, 0, K - 1, out=t)
-                idx = t.astype(np.intp)
-                counts += np.bincount(idx, minlength=K + 1)
-                mass += np.bincount(idx, weights=Pb[sel], minlength=K + 1)
-                nlow = Pb.size - Ls.size
-                if nlow:
-                    counts[K] += nlow
-                    mass[K] += max(float(r[i0:i1].sum()) - float(Pb[sel].sum()), 0.0)
-        return r, c, ((counts, mass) if hist else None)
+        P = self._K
+        stride = max(1, -(-n * m // HIST_SAMPLE)) if total is not None else 1
+        stride = min(stride, n)
+        rows = range(0, n, stride)
+        L = self.buf
+        sampled = 0.0
+        for i in range(0, len(rows), L.shape[0]):
+            idx_rows = rows[i:i + L.shape[0]]
+            i0, i1 = idx_rows.start, idx_rows[-1] + 1
+            Lb = L[: len(idx_rows)]
+            np.multiply(self.M[i0:i1:stride], self.scale, out=Lb)
+            Lb += u[i0:i1:stride, None]
+            Lb += v[None, :]
+            Pb = P[i0:i1:stride]
+            # Entries below the lowest bin edge are only counted, never
+            # binned: at small reg they are the vast majority.
+            sel = Lb > low
+            Ls = Lb[sel]
+            t = (top - Ls) * (1.0 / w)
+            np.clip(t, 0, K - 1, out=t)
+            idx = t.astype(np.intp)
+            counts += np.bincount(idx, minlength=K + 1)
+            ps = Pb[sel]
+            mass += np.bincount(idx, weights=ps, minlength=K + 1)
+            rowmass = float(Pb.sum())
+            sampled += rowmass
+            nlow = Pb.size - Ls.size
+            if nlow:
+                counts[K] += nlow
+                mass[K] += max(rowmass - float(ps.sum()), 0.0)
+        if stride > 1:
+            counts *= n / float(len(rows))
+            if sampled > 0:
+                mass *= total / sampled
+        self.passes["histogram"] += 1.0 / stride
+        return counts, mass
+
+    @property
+    def P(self):
+        """The exact plan at the last evaluated potentials (the buffer ``K``)."""
+        if self._point is None:
+            return None
+        self._materialize(*self._point, exact=True)
+        return self._K
 
     def select(self, tau):
         n, m = self.shape
-        flat = np.flatnonzero(self.P >= tau)
-        rows, cols = np.divmod(flat, m)
-        data = self.P.ravel()[flat]
+        u, v = self._point
+        if tau <= 0 and self._near(u, v):
+            # every entry: K scaled on the fly, no pass over it here
+            return FullBlock(self._K, self.rows, n * m, np.exp(u - self._u0),
+                             np.exp(v - self._v0))
+        self._materialize(u, v)
+        K = self._K
+        self.passes["select"] += 1
+        if n * m >= DENSE_MIN_SIZE:
+            kept = 0
+            for i0, i1, _ in self._blocks():
+                kept += int(np.count_nonzero(K[i0:i1] >= tau))
+            if kept > DENSE_DENSITY * n * m:
+                # Many entries kept: zero the others in place and use BLAS
+                # mat-vecs on the buffer. K is no longer a plan until the next
+                # exp pass refreshes it.
+                if kept < n * m:
+                    for i0, i1, _ in self._blocks():
+                        Kb = K[i0:i1]
+                        Kb[Kb < tau] = 0.0
+                    self._masked = True
+                    self.passes["select"] += 1
+                return FullBlock(K, self.rows, kept)
         indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-        S = sp.csr_matrix((data, cols, indptr), shape=(n, m))
+        cols, vals = [], []
+        for i0, i1, _ in self._blocks():
+            Kb = K[i0:i1]
+            keep = Kb >= tau
+            np.cumsum(np.count_nonzero(keep, axis=1), out=indptr[i0 + 1:i1 + 1])
+            indptr[i0 + 1:i1 + 1] += indptr[i0]
+            cols.append(np.nonzero(keep)[1])
+            vals.append(Kb[keep])
+        nnz = int(indptr[-1])
+        itype = np.int32 if max(m, nnz) < 2 ** 31 - 1 else np.int64
+        indices = np.concatenate(cols).astype(itype, copy=False) if cols else np.zeros(0, itype)
+        data = np.concatenate(vals) if vals else np.zeros(0, K.dtype)
+        S = sp.csr_matrix((data, indices, indptr.astype(itype, copy=False)), shape=(n, m))
         return CSRBlock(S)
 
     def plan(self, u, v):

@@ -1,0 +1,439 @@
+"""Solver runners: one call of each solver, timed, with its convergence trace.
+
+Every runner takes a :class:`~pot_sns.bench.problems.Problem`, a tolerance in
+the solver's own stopping criterion and an iteration cap, and returns a
+:class:`Run`. Only the solver call is timed: moving data to the device and
+reading the plan back are not. Optional libraries (regot, ott-jax, torch,
+cupy) are imported only when their runner is used.
+"""
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: the solvers known to the benchmark, in table order
+SOLVERS = ["pot_sns", "sinkhorn", "sinkhorn_log", "sinkhorn_stabilized",
+           "sinkhorn_epsilon_scaling", "regot_ssns", "regot_newton",
+           "ott", "ott_momentum", "ott_anderson"]
+POT_METHODS = ["sinkhorn", "sinkhorn_log", "sinkhorn_stabilized", "sinkhorn_epsilon_scaling"]
+
+
+@dataclass
+class Run:
+    """Outcome of one solver call.
+
+    Attributes
+    ----------
+    plan : ndarray or None
+        The plan, on the host (None when the solver failed).
+    wall : float
+        Seconds spent in the solver call (compilation excluded).
+    niter : int
+        Iterations done, as the solver counts them.
+    status : str
+        ``"stopped"`` (the solver's own criterion was met), ``"max_iter"``
+        (iteration cap, i.e. the time budget), ``"killed"`` (stopped by the
+        hard time limit, no plan) or ``"failed"``.
+    trace : list of (float, float)
+        ``(seconds, error)`` pairs, the error in the solver's own measure.
+    info : dict
+        Solver-specific details (stages, compile time, error message).
+    """
+
+    plan: object
+    wall: float
+    niter: int
+    status: str
+    trace: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def available(name):
+    """``(True, "")`` when the solver can run here, else ``(False, reason)``."""
+    if name in ("pot_sns",) or name in POT_METHODS:
+        return True, ""
+    import importlib.util
+
+    if name.startswith("regot"):
+        if importlib.util.find_spec("regot") is None:
+            return False, "regot is not installed (pip install regot)"
+        return True, ""
+    if name in OTT_CONFIGS:
+        # not imported here: JAX runs in a worker process (see OTT)
+        if importlib.util.find_spec("jax") is None or importlib.util.find_spec("ott") is None:
+            return False, "ott-jax is not installed (pip install ott-jax)"
+        return True, ""
+    return False, "unknown solver %r" % name
+
+
+# ---------------------------------------------------------------- devices
+class Device:
+    """Where the problem lives: ``cpu`` (numpy), ``torch-cpu``, ``cuda``
+    (torch on the GPU) or ``cupy`` (cupy on the GPU)."""
+
+    NAMES = ("cpu", "torch-cpu", "cuda", "cupy")
+
+    def __init__(self, name):
+        if name not in self.NAMES:
+            raise ValueError("device must be one of %s, got %r" % (", ".join(self.NAMES), name))
+        self.name = name
+        self.host = name == "cpu"
+        if name in ("torch-cpu", "cuda"):
+            import torch
+
+            if name == "cuda" and not torch.cuda.is_available():
+                raise RuntimeError("device 'cuda': torch sees no CUDA GPU")
+            self._torch = torch
+            self._dev = torch.device("cuda" if name == "cuda" else "cpu")
+        elif name == "cupy":
+            import cupy
+
+            self._cupy = cupy
+
+    def put(self, *arrays):
+        if self.host:
+            return arrays
+        if self.name == "cupy":
+            return tuple(self._cupy.asarray(x) for x in arrays)
+        return tuple(self._torch.as_tensor(x, device=self._dev) for x in arrays)
+
+    def get(self, x):
+        if self.host or x is None:
+            return None if x is None else np.asarray(x)
+        if self.name == "cupy":
+            return self._cupy.asnumpy(x)
+        return x.detach().cpu().numpy()
+
+    def sync(self):
+        if self.name == "cuda":
+            self._torch.cuda.synchronize()
+        elif self.name == "cupy":
+            self._cupy.cuda.Stream.null.synchronize()
+
+
+def _spread(trace_errs, wall, niters):
+    """Times of errors checked at iterations ``niters`` of a run whose
+    iterations all cost the same (Sinkhorn): linear in the iteration."""
+    last = max(niters[-1], 1) if niters else 1
+    return [(wall * k / last, e) for k, e in zip(niters, trace_errs)]
+
+
+# ---------------------------------------------------------------- runners
+def _error(exc):
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return {"error": "%s: %s" % (type(exc).__name__, text)}
+
+
+def _isolated(fn, timeout):
+    """``fn()`` in a forked child process, killed after ``timeout`` seconds.
+
+    Returns the child's :class:`Run`, a ``"killed"`` run when it was killed,
+    or a ``"failed"`` one when it crashed. Without ``fork`` (Windows), runs
+    ``fn()`` here, without a hard time limit.
+    """
+    import multiprocessing
+
+    try:
+        ctx = multiprocessing.get_context("fork")
+    except ValueError:
+        return fn()
+    recv, send = ctx.Pipe(duplex=False)
+
+    def child():
+        try:
+            out = fn()
+        except BaseException as exc:  # noqa: B902 - reported to the parent
+            out = Run(None, math.nan, 0, "failed", info=_error(exc))
+        try:
+            send.send(out)
+        finally:
+            send.close()
+
+    proc = ctx.Process(target=child, daemon=True)
+    t0 = time.perf_counter()
+    proc.start()
+    send.close()
+    try:
+        if recv.poll(timeout):
+            try:
+                return recv.recv()
+            except (EOFError, OSError):
+                return Run(None, math.nan, 0, "failed",
+                           info={"error": "crashed (exit code %s)" % proc.exitcode})
+        return Run(None, time.perf_counter() - t0, 0, "killed",
+                   info={"error": "killed after %.3g s" % timeout})
+    finally:
+        recv.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+
+
+class Runner:
+    """Base class: ``run(prob, tol, max_iter)`` -> :class:`Run`."""
+
+    name = "?"
+    #: iterations of the probe run that estimates the cost of one iteration
+    probe_iters = 10
+    #: lengthen the probe until its fixed costs are negligible
+    probe_grow = True
+    #: the solver stops on the L1 (True) or L2 (False) marginal error
+    l1_criterion = False
+    #: hard wall-clock limit of one call (seconds); None: no limit. Calls
+    #: then run in a forked child process (where available), killed on time.
+    timeout = None
+
+    def __init__(self, device):
+        self.device = device
+
+    def prepare(self, prob):
+        """Device copies of the problem (not timed)."""
+        return self.device.put(prob.a, prob.b, prob.M)
+
+    def run(self, prob, tol, max_iter):
+        if self.timeout is not None and self.device.host:
+            return _isolated(lambda: self._run(prob, tol, max_iter), self.timeout)
+        return self._run(prob, tol, max_iter)
+
+    def _run(self, prob, tol, max_iter):
+        data = self.prepare(prob)
+        self.device.sync()
+        try:
+            t0 = time.perf_counter()
+            out = self.call(data, prob.reg, tol, max_iter)
+            self.device.sync()
+            wall = time.perf_counter() - t0
+        except Exception as exc:  # a failing solver is reported, never hidden
+            return Run(None, math.nan, 0, "failed", info=_error(exc))
+        return self.finish(out, wall, tol, max_iter)
+
+
+class PotSNS(Runner):
+    name = "pot_sns"
+    probe_iters = 0  # never capped by the probe: iterations differ too much
+
+    def __init__(self, device, **options):
+        super().__init__(device)
+        self.options = options
+
+    def call(self, data, reg, tol, max_iter):
+        import pot_sns
+
+        a, b, M = data
+        return pot_sns.sinkhorn_newton_sparse(a, b, M, reg, numItermax=max_iter, stopThr=tol,
+                                              log=True, warn=False, **self.options)
+
+    def finish(self, out, wall, tol, max_iter):
+        P, log = out
+        status = "stopped" if log["status"] == "converged" else log["status"]
+        info = {"n_sinkhorn": log["n_sinkhorn"], "n_newton": log["n_newton"],
+                "cg_iters": int(sum(log["cg_iters"])),
+                "max_density": float(max(log["density"])) if log["density"] else 0.0,
+                "fallbacks": len(log["fallbacks"])}
+        times = log.get("times")
+        errs = log["err"]
+        if times is not None and len(times) == len(errs):
+            trace = list(zip(times, errs))
+        else:  # no timestamps: spread the errors over the run
+            trace = _spread(errs, wall, list(range(1, len(errs) + 1)))
+        # the epsilon-scaling sweeps measure errors at other regs: the trace
+        # starts at the target reg (its times still count the warm-up)
+        skip = int(log.get("n_scaling", 0))
+        info["n_scaling"] = skip
+        trace = trace[skip:]
+        return Run(self.device.get(P), wall, log["niter"], status, trace, info)
+
+
+class PotMethod(Runner):
+    """One of POT's ``ot.sinkhorn`` methods."""
+
+    def __init__(self, device, method):
+        super().__init__(device)
+        self.name = self.method = method
+        if method == "sinkhorn_epsilon_scaling":
+            self.probe_iters = 1  # iterations are outer loops of many sweeps
+
+    def call(self, data, reg, tol, max_iter):
+        import ot
+
+        a, b, M = data
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            P, log = ot.sinkhorn(a, b, M, reg, method=self.method, numItermax=max_iter,
+                                 stopThr=tol, log=True, warn=False)
+        return P, log, [str(w.message) for w in caught]
+
+    def finish(self, out, wall, tol, max_iter):
+        P, log, caught = out
+        niter = int(log.get("niter", log.get("n_iter", 0)))
+        errs = [float(e) for e in log.get("err", [])]
+        # POT checks the error every 10 sweeps (epsilon scaling: every outer loop)
+        step = max(1, math.ceil(niter / max(len(errs), 1)))
+        trace = _spread(errs, wall, [min((k + 1) * step, niter) for k in range(len(errs))])
+        stopped = bool(errs) and errs[-1] <= tol
+        status = "stopped" if stopped else "max_iter"
+        Ph = self.device.get(P)
+        info = {}
+        # POT's kernel-domain sinkhorn gives up (and warns) on under/overflow
+        aborted = [w for w in caught if "numerical errors" in w]
+        if aborted:
+            status = "failed"
+            info["error"] = aborted[0].strip()
+        if not np.all(np.isfinite(Ph)):
+            status = "failed"
+            info.setdefault("error", "non-finite plan")
+        return Run(Ph, wall, niter, status, trace, info)
+
+
+class Regot(Runner):
+    """regot's C++ solvers (CPU, float64, Fortran-ordered cost)."""
+
+    probe_iters = 3
+
+    def __init__(self, device, which):
+        super().__init__(device)
+        self.name = "regot_" + which
+        self.which = which
+
+    def prepare(self, prob):
+        return (np.ascontiguousarray(prob.a, dtype=np.float64),
+                np.ascontiguousarray(prob.b, dtype=np.float64),
+                np.asfortranarray(prob.M, dtype=np.float64))
+
+    def call(self, data, reg, tol, max_iter):
+        import regot
+
+        a, b, M = data
+        fn = {"ssns": regot.sinkhorn_ssns, "newton": regot.sinkhorn_newton}[self.which]
+        return fn(M, a, b, reg, tol=tol, max_iter=max_iter)
+
+    def finish(self, out, wall, tol, max_iter):
+        errs = [float(e) for e in out.mar_errs]
+        times = [float(t) / 1000.0 for t in out.run_times]  # milliseconds
+        trace = list(zip(times, errs))
+        status = "stopped" if errs and errs[-1] < tol else "max_iter"
+        P = np.asarray(out.plan)
+        info = {}
+        if not np.all(np.isfinite(P)):
+            status = "failed"
+            info["error"] = "non-finite plan"
+        return Run(P, wall, int(out.niter), status, trace, info)
+
+
+#: OTT-JAX configurations: the default Sinkhorn, adaptive momentum (Lehmann
+#: et al., from the error decay after ``start`` iterations) and Anderson
+OTT_CONFIGS = {
+    "ott": {},
+    "ott_momentum": {"momentum": ("Momentum", {"start": 30, "error_threshold": 1.0})},
+    "ott_anderson": {"anderson": ("AndersonAcceleration", {"memory": 5})},
+}
+_OTT_COMPILED = {}
+
+
+def _ott_call(name, a, b, M, reg, tol, max_iter):
+    """One OTT-JAX solve, in the worker process (see :class:`OTT`)."""
+    try:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+        from ott.geometry import geometry
+        from ott.problems.linear import linear_problem
+        from ott.solvers.linear import acceleration, sinkhorn
+
+        geom = geometry.Geometry(cost_matrix=jnp.asarray(M), epsilon=reg)
+        lp = linear_problem.LinearProblem(geom, a=jnp.asarray(a), b=jnp.asarray(b))
+        key = (name, M.shape, reg, tol, max_iter)
+        t0 = time.perf_counter()
+        if key not in _OTT_COMPILED:
+            kw = {k: getattr(acceleration, cls)(**args)
+                  for k, (cls, args) in OTT_CONFIGS[name].items()}
+            solver = sinkhorn.Sinkhorn(threshold=tol, max_iterations=max(max_iter, 10),
+                                       inner_iterations=10, **kw)
+            _OTT_COMPILED.clear()
+            _OTT_COMPILED[key] = jax.jit(lambda p: solver(p)).lower(lp).compile()
+        compile_s = time.perf_counter() - t0
+        fn = _OTT_COMPILED[key]
+        t0 = time.perf_counter()
+        out = fn(lp)
+        out.f.block_until_ready()
+        wall = time.perf_counter() - t0
+    except Exception as exc:
+        return Run(None, math.nan, 0, "failed", info=_error(exc))
+    niter = int(out.n_iters)
+    errs = [float(e) for e in np.asarray(out.errors).ravel() if e >= 0]
+    trace = _spread(errs, wall, [10 * (k + 1) for k in range(len(errs))])
+    P = np.asarray(out.matrix)
+    status = "stopped" if bool(out.converged) else "max_iter"
+    info = {"compile_s": compile_s}
+    if not np.all(np.isfinite(P)):
+        status = "failed"
+        info["error"] = "non-finite plan"
+    return Run(P, wall, niter, status, trace, info)
+
+
+class OTT(Runner):
+    """OTT-JAX's ``Sinkhorn`` (float64, log-domain), JIT compiled ahead of
+    the timed call; the compile time is reported apart.
+
+    JAX runs in a worker process of its own (started once, by ``spawn``):
+    the benchmark process stays free of XLA's threads, so that the other
+    solvers can still run in forked children, and a call past its time
+    limit is stopped by restarting the worker.
+    """
+
+    l1_criterion = True  # norm_error=1
+    probe_iters = 200  # one compilation per probe length: a single probe
+    probe_grow = False
+    _pool = None
+
+    def __init__(self, device, name):
+        super().__init__(device)
+        self.name = name
+
+    @classmethod
+    def _worker(cls):
+        if OTT._pool is None:
+            import multiprocessing
+
+            OTT._pool = multiprocessing.get_context("spawn").Pool(1)
+        return OTT._pool
+
+    @classmethod
+    def shutdown(cls):
+        if OTT._pool is not None:
+            OTT._pool.terminate()
+            OTT._pool.join()
+            OTT._pool = None
+
+    def run(self, prob, tol, max_iter):
+        job = self._worker().apply_async(
+            _ott_call, (self.name, prob.a, prob.b, prob.M, prob.reg, tol, max_iter))
+        # compilation and transfers are not timed but take time: a generous limit
+        limit = None if self.timeout is None else 2.0 * self.timeout + 30.0
+        try:
+            return job.get(limit)
+        except Exception as exc:  # a timeout, or the worker died
+            OTT.shutdown()
+            if type(exc).__name__ == "TimeoutError":
+                return Run(None, limit, 0, "killed",
+                           info={"error": "killed after %.3g s" % limit})
+            return Run(None, math.nan, 0, "failed", info=_error(exc))
+
+
+def make_runner(name, device, sns_options=None):
+    """The runner of solver ``name`` on ``device`` (a :class:`Device`)."""
+    if name == "pot_sns":
+        return PotSNS(device, **(sns_options or {}))
+    if name in POT_METHODS:
+        return PotMethod(device, name)
+    if not device.host:
+        raise ValueError("solver %r runs on the CPU only (numpy inputs)" % name)
+    if name.startswith("regot_"):
+        return Regot(device, name[len("regot_"):])
+    if name in OTT_CONFIGS:
+        return OTT(device, name)
+    raise ValueError("unknown solver %r; known: %s" % (name, ", ".join(SOLVERS)))
