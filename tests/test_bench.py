@@ -178,6 +178,16 @@ def test_command_line_tiny_suite_writes_table_json_and_plot(tmp_path, capsys):
     img = matplotlib.image.imread(str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+    # the saved figures replay: same table, a documentation fragment, a plot
+    table = out[out.index("problem"):out.index("\n\n", out.index("problem"))]
+    rst, png2 = tmp_path / "bench.inc", tmp_path / "again.png"
+    assert main(["--load", str(js), "--rst", str(rst), "--plot", str(png2)]) == 0
+    again = capsys.readouterr().out
+    assert table in again
+    text = rst.read_text()
+    assert "python -m pot_sns.bench --problems assignment,grid1d_w2" in text
+    assert table.splitlines()[2].strip() in text and doc["machine"]["platform"] in text
+    assert png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_command_line_rejects_bad_arguments():

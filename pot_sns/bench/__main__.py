@@ -56,17 +56,24 @@ def parser():
                    "torch on CUDA or cupy (default cpu)")
     p.add_argument("--json", metavar="FILE", help="write every figure and trace as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="write the convergence plot")
+    p.add_argument("--rst", metavar="FILE",
+                   help="write the results as a reStructuredText fragment (documentation)")
     p.add_argument("--table1", action="store_true",
                    help="also reproduce the paper's Table 1 case (assignment n=500, reg=1/1200)")
     p.add_argument("--design", action="store_true",
                    help="also measure Newton iteration time at n=1000, 2000 and 4000, dense "
                    "passes per Newton iteration and peak memory")
+    p.add_argument("--load", metavar="FILE",
+                   help="measure nothing: print the table of a JSON file written by --json "
+                   "(and write --plot or --rst from it)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.load:
+        return _replay(args)
     names = _list(args.problems) or list(problems.SUITE)
     for name in names:
         if name not in problems.FAMILIES:
@@ -125,18 +132,23 @@ def main(argv=None):
             print("\ndesign figures...", file=sys.stderr)
         extra["scaling"] = extras.scaling(repeat=max(args.repeat, 3))
         extra["passes"] = [extras.passes_per_newton(problems.make(p, None, 1e-3))
-                           for p in names]
+                           for p in problems.SUITE]
         extra["memory"] = [extras.peak_memory("gaussmix", n, r) for n in (1000, 2000)
                            for r in (1e-2, 1e-3)]
         print()
         print(format_design(extra))
-    settings = {"problems": names, "n": args.n, "regs": regs, "solvers": solvers,
+    settings = {"command": _command(argv),
+                "problems": names, "n": args.n, "regs": regs, "solvers": solvers,
                 "tol": args.tol, "cost_tol": args.cost_tol, "repeat": args.repeat,
                 "budget": args.budget, "device": args.device, "skipped": skipped,
                 "seconds": time.perf_counter() - t0}
     if args.json:
         report.write_json(args.json, results, settings, extra or None)
         print("\nwrote %s" % args.json)
+    if args.rst:
+        with open(args.rst, "w") as f:
+            f.write(report.rst(results, settings, extra or None, settings["command"]))
+        print("wrote %s" % args.rst)
     if args.plot:
         try:
             report.plot(args.plot, results, args.tol)
@@ -146,6 +158,43 @@ def main(argv=None):
         else:
             print("wrote %s" % args.plot)
     print("\n(%.1f s in all)" % (time.perf_counter() - t0), file=sys.stderr)
+    return 0
+
+
+def _command(argv):
+    """The command line, without its output files."""
+    args, skip = [], False
+    for a in (argv if argv is not None else sys.argv[1:]):
+        if skip:
+            skip = False
+            continue
+        if a in ("--json", "--plot", "--rst", "--load"):
+            skip = True
+            continue
+        if a != "--quiet":
+            args.append(a)
+    return " ".join(["python -m pot_sns.bench"] + args)
+
+
+def _replay(args):
+    results, settings, extra = report.load_json(args.load)
+    print(report.table(results))
+    print()
+    for line in report.summary(results)[1]:
+        print(line)
+    if "table1" in extra:
+        print()
+        print(extras.format_table1(extra["table1"]))
+    if "scaling" in extra:
+        print()
+        print(format_design(extra))
+    if args.rst:
+        with open(args.rst, "w") as f:
+            f.write(report.rst(results, settings, extra, settings.get("command")))
+        print("wrote %s" % args.rst)
+    if args.plot:
+        report.plot(args.plot, results, settings.get("tol"))
+        print("wrote %s" % args.plot)
     return 0
 
 

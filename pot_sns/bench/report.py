@@ -60,7 +60,7 @@ def table(results):
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
-    return "\n".join(lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def summary(results, ours="pot_sns"):
@@ -224,3 +224,53 @@ def plot(path, results, tol=None):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def rst(results, settings, extras=None, command=None):
+    """The results as a reStructuredText fragment (for the documentation):
+    the machine, the command, the table, the summary and the extras."""
+    m = settings.get("machine") or machine()
+    out = []
+    libs = ", ".join("%s %s" % (k, m[k]) for k in ("numpy", "scipy", "ot", "regot", "jax", "ott")
+                     if k in m)
+    out.append("Measured on %s, %s CPU(s) (%s), Python %s; %s." % (
+        m["platform"], m["cpus"], m["processor"], m["python"], libs))
+    if command:
+        out += ["", "Command:", "", ".. code-block:: bash", "", "    " + command]
+    out += ["", "Target: L1 marginal error <= %g and <M,P> within %g (relative) of the "
+            "reference; medians of up to %d calls; budget %g s per call." % (
+                settings["tol"], settings["cost_tol"], settings["repeat"], settings["budget"]),
+            "", "::", ""]
+    out += ["    " + line for line in table(results).splitlines()]
+    _, lines = summary(results)
+    out += ["", "Summary:", "", "::", ""] + ["    " + line for line in lines]
+    extras = extras or {}
+    if "table1" in extras:
+        from .extras import format_table1
+
+        out += ["", "::", ""] + ["    " + line
+                                 for line in format_table1(extras["table1"]).splitlines()]
+    if "scaling" in extras:
+        from .__main__ import format_design
+
+        out += ["", "::", ""] + ["    " + line for line in format_design(extras).splitlines()]
+    return "\n".join(out) + "\n"
+
+
+def load_json(path):
+    """``(results, settings, extras)`` from a file written by :func:`write_json`."""
+    from .measure import Result
+
+    with open(path) as f:
+        doc = json.load(f)
+
+    def num(x):
+        return float("nan") if x is None else (float("inf") if x == "inf" else x)
+
+    results = [Result(r["problem"], r["n"], r["m"], r["reg"], r["solver"], r["status"],
+                      num(r["time"]), r["niter"], num(r["l1"]), num(r["cost_rel"]),
+                      num(r["native_tol"]), r["tries"], r["times"],
+                      [tuple(map(num, p)) for p in r["trace"]], r["info"])
+               for r in doc["results"]]
+    settings = dict(doc["settings"], machine=doc.get("machine"))
+    return results, settings, doc.get("extras") or {}

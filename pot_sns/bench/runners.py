@@ -375,6 +375,42 @@ def _ott_call(name, a, b, M, reg, tol, max_iter):
     return Run(P, wall, niter, status, trace, info)
 
 
+def _ott_loop(conn):
+    """Worker process: solve the OTT-JAX calls it receives until closed."""
+    while True:
+        try:
+            args = conn.recv()
+        except (EOFError, OSError):
+            break
+        conn.send(_ott_call(*args))
+
+
+class _Worker:
+    """One spawned process running :func:`_ott_loop`."""
+
+    def __init__(self):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_ott_loop, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def call(self, args, timeout):
+        """``_ott_call(*args)`` there; None after ``timeout`` seconds."""
+        self.conn.send(args)
+        if not self.conn.poll(timeout):
+            return None
+        return self.conn.recv()  # EOFError if the worker died
+
+    def close(self):
+        self.conn.close()
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join()
+
+
 class OTT(Runner):
     """OTT-JAX's ``Sinkhorn`` (float64, log-domain), JIT compiled ahead of
     the timed call; the compile time is reported apart.
@@ -382,46 +418,40 @@ class OTT(Runner):
     JAX runs in a worker process of its own (started once, by ``spawn``):
     the benchmark process stays free of XLA's threads, so that the other
     solvers can still run in forked children, and a call past its time
-    limit is stopped by restarting the worker.
+    limit is stopped by killing the worker.
     """
 
     l1_criterion = True  # norm_error=1
     probe_iters = 200  # one compilation per probe length: a single probe
     probe_grow = False
-    _pool = None
+    _worker = None
 
     def __init__(self, device, name):
         super().__init__(device)
         self.name = name
 
     @classmethod
-    def _worker(cls):
-        if OTT._pool is None:
-            import multiprocessing
-
-            OTT._pool = multiprocessing.get_context("spawn").Pool(1)
-        return OTT._pool
-
-    @classmethod
     def shutdown(cls):
-        if OTT._pool is not None:
-            OTT._pool.terminate()
-            OTT._pool.join()
-            OTT._pool = None
+        if OTT._worker is not None:
+            OTT._worker.close()
+            OTT._worker = None
 
     def run(self, prob, tol, max_iter):
-        job = self._worker().apply_async(
-            _ott_call, (self.name, prob.a, prob.b, prob.M, prob.reg, tol, max_iter))
         # compilation and transfers are not timed but take time: a generous limit
         limit = None if self.timeout is None else 2.0 * self.timeout + 30.0
         try:
-            return job.get(limit)
-        except Exception as exc:  # a timeout, or the worker died
+            if OTT._worker is None:
+                OTT._worker = _Worker()
+            out = OTT._worker.call(
+                (self.name, prob.a, prob.b, prob.M, prob.reg, tol, max_iter), limit)
+        except (EOFError, OSError) as exc:
             OTT.shutdown()
-            if type(exc).__name__ == "TimeoutError":
-                return Run(None, limit, 0, "killed",
-                           info={"error": "killed after %.3g s" % limit})
-            return Run(None, math.nan, 0, "failed", info=_error(exc))
+            return Run(None, math.nan, 0, "failed",
+                       info={"error": "OTT-JAX worker died (%s)" % type(exc).__name__})
+        if out is None:
+            OTT.shutdown()
+            return Run(None, limit, 0, "killed", info={"error": "killed after %.3g s" % limit})
+        return out
 
 
 def make_runner(name, device, sns_options=None):
