@@ -97,9 +97,10 @@ def iteration_cap(runner, prob, budget):
         probe = runner.run(prob, 0.0, k)
         if probe.status in ("failed", "killed") or not probe.wall > 0:
             return k
-        # POT reports the index of the last iteration: k - 1 when it ran all
-        if (probe.wall >= 0.02 * budget or k >= 10 ** 6 or probe.niter < k - 1
-                or not getattr(runner, "probe_grow", True)):
+        # POT reports the index of the last iteration: k - 1 when it ran all.
+        # Two probes at least, for a slope.
+        if (not getattr(runner, "probe_grow", True) or probe.niter < k - 1 or k >= 10 ** 6
+                or (prev is not None and probe.wall - prev.wall >= 0.02 * budget)):
             break
         prev = probe
         k *= 4

@@ -92,11 +92,18 @@ def summary(results, ours="pot_sns"):
                     pairs.append((k[0], speedup(g[other], g.get(ours)), g[other].status))
             if not pairs:
                 continue
-            wins = sum(1 for _, s, _ in pairs if s is not None and s[0] > 1)
-            entry["faster_than_" + other] = [wins, len(pairs)]
-            lines.append("reg=%s  %s faster than %s on %d/%d problems (%s)" % (
-                label, ours, other, wins, len(pairs),
-                ", ".join("%s %s" % (p, _fmt_speedup(s) if s else st) for p, s, st in pairs)))
+            timed = [(p, s) for p, s, _ in pairs if s is not None]
+            wins = sum(1 for _, s in timed if s[0] > 1)
+            entry["faster_than_" + other] = [wins, len(timed)]
+            text = "reg=%s  %s faster than %s on %d/%d problems" % (
+                label, ours, other, wins, len(timed))
+            if timed:
+                text += " (%s)" % ", ".join("%s %s" % (p, _fmt_speedup(s)) for p, s in timed)
+            missed = [(p, st) for p, s, st in pairs if s is None]
+            if missed:
+                text += "; %s did not reach the target on %s" % (
+                    other, ", ".join("%s (%s)" % m for m in missed))
+            lines.append(text)
         # against the fastest OTT-JAX configuration that reached the target
         best_ott = []
         for k, g in groups:
@@ -226,9 +233,11 @@ def plot(path, results, tol=None):
     plt.close(fig)
 
 
-def rst(results, settings, extras=None, command=None):
+def rst(results, settings, extras=None, command=None,
+        parts=("table", "summary", "table1", "design")):
     """The results as a reStructuredText fragment (for the documentation):
-    the machine, the command, the table, the summary and the extras."""
+    the machine, the command, then the ``parts`` among the table, the
+    summary, the Table 1 case and the design figures."""
     m = settings.get("machine") or machine()
     out = []
     libs = ", ".join("%s %s" % (k, m[k]) for k in ("numpy", "scipy", "ot", "regot", "jax", "ott")
@@ -237,20 +246,23 @@ def rst(results, settings, extras=None, command=None):
         m["platform"], m["cpus"], m["processor"], m["python"], libs))
     if command:
         out += ["", "Command:", "", ".. code-block:: bash", "", "    " + command]
-    out += ["", "Target: L1 marginal error <= %g and <M,P> within %g (relative) of the "
-            "reference; medians of up to %d calls; budget %g s per call." % (
-                settings["tol"], settings["cost_tol"], settings["repeat"], settings["budget"]),
-            "", "::", ""]
-    out += ["    " + line for line in table(results).splitlines()]
-    _, lines = summary(results)
-    out += ["", "Summary:", "", "::", ""] + ["    " + line for line in lines]
+    if "table" in parts or "summary" in parts:
+        out += ["", "Target: L1 marginal error <= %g and <M,P> within %g (relative) of the "
+                "reference; medians of up to %d calls; budget %g s per call." % (
+                    settings["tol"], settings["cost_tol"], settings["repeat"],
+                    settings["budget"])]
+    if "table" in parts:
+        out += ["", "::", ""] + ["    " + line for line in table(results).splitlines()]
+    if "summary" in parts:
+        _, lines = summary(results)
+        out += ["", "Summary:", "", "::", ""] + ["    " + line for line in lines]
     extras = extras or {}
-    if "table1" in extras:
+    if "table1" in extras and "table1" in parts:
         from .extras import format_table1
 
         out += ["", "::", ""] + ["    " + line
                                  for line in format_table1(extras["table1"]).splitlines()]
-    if "scaling" in extras:
+    if "scaling" in extras and "design" in parts:
         from .__main__ import format_design
 
         out += ["", "::", ""] + ["    " + line for line in format_design(extras).splitlines()]
