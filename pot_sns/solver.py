@@ -371,7 +371,8 @@ def _newton_direction(nx, S, r, c, ga, gb, shift, rtol, maxiter, rows_first, eps
     ``(diag(r) - S diag(1/c) S^T + shift) du = ga - S (gb / c)``, then
     ``dv = (gb - S^T du) / c`` (or the mirror image when ``n > m``).
     """
-    tiny = eps * eps
+    # floors relative to the shift (> 0): the weights' scale is arbitrary
+    tiny = shift * eps
     if rows_first:
         cs = nx.maximum(c + shift, tiny)
         diag = nx.maximum(r + shift - S.sq_matvec(1.0 / cs), shift + tiny)

@@ -202,14 +202,22 @@ def _replay(args):
 def format_design(extra):
     lines = []
     s = extra["scaling"]
-    t = s["per_newton_s"]
-    lines.append("Newton iteration time, %s reg=%s: %s; ratios %s (nm ratio 4); "
-                 "one n-by-n mat-vec: %s, ratios %s" % (
-                     s["problem"], problems.format_reg(s["reg"]),
-                     ", ".join("n=%s %.3g ms" % (n, 1e3 * v) for n, v in t.items()),
-                     ", ".join("%s %.2f" % kv for kv in s["ratios"].items()),
-                     ", ".join("n=%s %.3g ms" % (n, 1e3 * v) for n, v in s["gemv_s"].items()),
-                     ", ".join("%s %.2f" % kv for kv in s["gemv_ratios"].items())))
+
+    def sizes(d, unit=1e3, fmt="%.3g ms"):
+        return ", ".join(("n=%s " + fmt) % (n, unit * v) for n, v in d.items())
+
+    def ratios(d):
+        return ", ".join("%s %.2f" % kv for kv in d.items())
+
+    lines.append("Newton iteration time (Newton stage / Newton iterations), %s reg=%s: %s; "
+                 "ratios %s (nm ratio 4)" % (s["problem"], problems.format_reg(s["reg"]),
+                                            sizes(s["per_newton_s"]), ratios(s["ratios"])))
+    lines.append("  median single step: %s; ratios %s; CG iterations per step: %s" % (
+        sizes(s["median_step_s"]), ratios(s["median_step_ratios"]),
+        sizes(s["cg_per_newton"], 1, "%.1f")))
+    lines.append("  one n-by-n mat-vec, float64: %s, ratios %s; float32: %s, ratios %s" % (
+        sizes(s["gemv_s"]), ratios(s["gemv_ratios"]), sizes(s["gemv32_s"]),
+        ratios(s["gemv32_ratios"])))
     for p in extra["passes"]:
         lines.append("dense passes per Newton iteration, %s: %.1f (%s); per sweep %.1f; "
                      "%d sweeps + %d Newton" % (

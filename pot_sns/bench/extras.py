@@ -123,47 +123,67 @@ def passes_per_newton(prob, stopThr=1e-9, **options):
             "per_sweep_total": sweeps}
 
 
-def newton_iteration_time(name, n, reg, repeat=3, **options):
-    """Median wall time of one Newton iteration (from the solver's timestamps)."""
+def newton_iteration_time(prob, **options):
+    """One solve's time per Newton iteration: the Newton stage's wall time
+    (from the first Newton record to the last, line searches, threshold
+    selection and block copies included) over its Newton iterations; also
+    the median of the single steps, and CG iterations per step."""
     import pot_sns
 
-    prob = problems.make(name, n, reg)
-    per = []
-    for _ in range(repeat):
-        _, log = pot_sns.sinkhorn_newton_sparse(prob.a, prob.b, prob.M, reg, stopThr=1e-10,
-                                                numItermax=100000, log=True, warn=False,
-                                                **options)
-        t, s = log["times"], log["stages"]
-        steps = [t[i] - t[i - 1] for i in range(1, len(t)) if s[i] == "newton"
-                 and s[i - 1] == "newton"]
-        if steps:
-            per.append(statistics.median(steps))
-    return statistics.median(per) if per else math.nan
+    _, log = pot_sns.sinkhorn_newton_sparse(prob.a, prob.b, prob.M, prob.reg, stopThr=1e-10,
+                                            numItermax=100000, log=True, warn=False,
+                                            **options)
+    t, s = log["times"], log["stages"]
+    if log["n_newton"] == 0:
+        return math.nan, math.nan, math.nan
+    start = s.index("newton")
+    steps = [t[i] - t[i - 1] for i in range(start + 1, len(t)) if s[i] == "newton"
+             and s[i - 1] == "newton"]
+    return ((t[-1] - t[start]) / log["n_newton"], statistics.median(steps),
+            sum(log["cg_iters"]) / float(log["n_newton"]))
+
+
+def _gemv_time(n, dtype):
+    A, x = np.ones((n, n), dtype=dtype), np.ones(n, dtype=dtype)
+    A @ x
+    batches = []
+    for _ in range(7):  # the fastest batch: what the machine can do
+        t0 = time.perf_counter()
+        for _ in range(10):
+            A @ x
+        batches.append((time.perf_counter() - t0) / 10)
+    return min(batches)
 
 
 def scaling(name="gaussmix", reg=1e-3, sizes=(1000, 2000, 4000), repeat=3, **options):
-    """Time per Newton iteration at doubling sizes, and the ratios of
-    consecutive sizes (O(nm): 4). Also the time of one mat-vec with an
-    n-by-n array, the memory-bound pass the iteration is made of: its own
-    ratio shows what the cache hierarchy adds to O(nm)."""
-    times = {n: newton_iteration_time(name, n, reg, repeat, **options) for n in sizes}
-    gemv = {}
-    for n in sizes:
-        A, x = np.ones((n, n)), np.ones(n)
-        A @ x
-        batches = []
-        for _ in range(7):  # the fastest batch: what the machine can do
-            t0 = time.perf_counter()
-            for _ in range(10):
-                A @ x
-            batches.append((time.perf_counter() - t0) / 10)
-        gemv[n] = min(batches)
-        del A
+    """Time per Newton iteration at doubling sizes (medians of ``repeat``
+    solves, the sizes interleaved so that a change in the machine's load hits
+    them alike) and the ratios of consecutive sizes (O(nm): 4). Also the time
+    of one mat-vec with an n-by-n array in float64 (the gradient's passes) and
+    float32 (CG's): their own ratios show what the cache hierarchy adds to
+    O(nm)."""
+    probs = {n: problems.make(name, n, reg) for n in sizes}
+    runs = {n: [] for n in sizes}
+    for _ in range(repeat):
+        for n in sizes:
+            runs[n].append(newton_iteration_time(probs[n], **options))
+    med = {n: [statistics.median(r[k] for r in runs[n]) for k in range(3)] for n in sizes}
+    times = {n: med[n][0] for n in sizes}
+    gemv = {n: _gemv_time(n, np.float64) for n in sizes}
+    gemv32 = {n: _gemv_time(n, np.float32) for n in sizes}
     pairs = list(zip(sizes[:-1], sizes[1:]))
+
+    def ratios(d):
+        return {"%d/%d" % (hi, lo): d[hi] / d[lo] for lo, hi in pairs}
+
+    steps = {n: med[n][1] for n in sizes}
     return {"problem": name, "reg": reg, "per_newton_s": {str(n): t for n, t in times.items()},
+            "median_step_s": {str(n): t for n, t in steps.items()},
+            "cg_per_newton": {str(n): med[n][2] for n in sizes},
             "gemv_s": {str(n): t for n, t in gemv.items()},
-            "ratios": {"%d/%d" % (hi, lo): times[hi] / times[lo] for lo, hi in pairs},
-            "gemv_ratios": {"%d/%d" % (hi, lo): gemv[hi] / gemv[lo] for lo, hi in pairs},
+            "gemv32_s": {str(n): t for n, t in gemv32.items()},
+            "ratios": ratios(times), "median_step_ratios": ratios(steps),
+            "gemv_ratios": ratios(gemv), "gemv32_ratios": ratios(gemv32),
             "ratio": times[sizes[1]] / times[sizes[0]], "size_ratio": 4.0}
 
 

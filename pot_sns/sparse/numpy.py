@@ -8,10 +8,13 @@ diagonal scaling), so
 - a Sinkhorn half-sweep (``row_lse``/``col_lse``) is one BLAS mat-vec with
   ``K`` instead of an ``exp`` over ``M`` (about ten times cheaper);
 - the row and column sums at a line-search trial point are two mat-vecs;
-- a Newton step that keeps every entry (past :data:`DENSE_DENSITY`, see
-  :attr:`NumpyKernel.dense_density`) multiplies by ``K`` and the two
-  scalings: no pass over ``K`` beyond the CG mat-vecs and one for the
-  Jacobi preconditioner;
+- a Newton step that keeps every entry (past :attr:`NumpyKernel.dense_density`)
+  runs CG on a float32 copy of ``K`` scaled on the fly by the two
+  scalings: one conversion pass, shared by the following such steps while
+  ``K`` is unchanged, and CG mat-vecs that read half the bytes (and, up to
+  about 4 million entries, stay in cache);
+- a Newton step that keeps many but not all entries zeroes the others in
+  its float32 copy, leaving ``K`` a plan;
 - a sparse Newton step rescales ``K`` in place to the current point (one
   pass), estimates the threshold histogram on a sample of rows, and copies
   the kept entries into a CSR matrix (one pass).
@@ -23,8 +26,9 @@ underflowed to 0 there could then matter), after many in-place rescalings
 an n-by-m array is counted in :attr:`NumpyKernel.passes`, a design figure
 reported by the benchmark.
 
-Memory: ``M``, ``K`` and, in sparse steps, the CSR block (at most
-``DENSE_DENSITY`` of the entries). The plan handed to the user is ``K``.
+Memory: ``M``, ``K`` and, in Newton steps, the float32 copy (half an n-by-m
+float64 array) or the CSR block (at most ``DENSE_DENSITY`` of the entries).
+The plan handed to the user is ``K``.
 """
 
 import math
@@ -43,6 +47,17 @@ CHUNK = 1 << 15
 #: mat-vec (with its transpose, through the CSC view) costs per stored entry
 #: several times a dense one
 DENSE_DENSITY = 0.05
+#: dense kept blocks of a float64 plan are copied to float32 for CG (see
+#: NumpyKernel._single)
+SINGLE_HESSIAN = True
+#: DENSE_DENSITY for float32 copies: their mat-vecs cost half as much
+DENSE_DENSITY_SINGLE = 0.02
+#: largest drift ``max|u - u0| + max|v - v0|`` at which the float32 copy of
+#: ``K`` is scaled on the fly; beyond, ``K`` is rescaled first, so that no
+#: entry that matters at the current point is below float32's range in the copy
+SINGLE_DRIFT = 20.0
+#: largest row sums of the plan for which the float32 copy is used
+SINGLE_RANGE = (1e-8, 1e10)
 #: smallest plan (entries) for dense kept blocks; small plans always use CSR
 DENSE_MIN_SIZE = 1 << 16
 #: entries of the plan binned for the threshold histogram (a row sample above)
@@ -107,47 +122,55 @@ class CSRBlock:
 
 
 class FullBlock:
-    """Kept entries stored densely in the plan buffer (no copy): BLAS
-    mat-vecs. With scalings ``eu``, ``ev`` the block is ``diag(eu) K diag(ev)``
-    (the plan at the current point, from ``K`` at its reference point)."""
+    """Kept entries stored densely (the plan buffer or its float32 copy):
+    BLAS mat-vecs. With scalings ``eu``, ``ev`` the block is
+    ``diag(eu) K diag(ev)`` (the plan at the current point, from ``K`` at its
+    reference point). Vectors are cast to ``K``'s dtype before a product, so
+    that a float32 ``K`` is never upcast; results come back in the vector's
+    dtype. The squares ``K o K`` are formed block by block at each use (a
+    cached copy would cost more in memory traffic than it saves)."""
 
     def __init__(self, K, rows, nnz, eu=None, ev=None):
         self.S = K
         self.nnz = nnz
         self._rows = rows
         self._eu, self._ev = eu, ev
+        self._dt = K.dtype
+
+    def _in(self, x, scale):
+        if scale is not None:
+            x = scale * x
+        return x.astype(self._dt, copy=False)
+
+    def _out(self, y, scale, like):
+        y = y.astype(like.dtype, copy=False)
+        return y if scale is None else scale * y
 
     def matvec(self, x):
-        if self._eu is None:
-            return self.S @ x
-        return self._eu * (self.S @ (self._ev * x))
+        return self._out(self.S @ self._in(x, self._ev), self._eu, x)
 
     def rmatvec(self, y):
-        if self._eu is None:
-            return y @ self.S
-        return self._ev * ((self._eu * y) @ self.S)
+        return self._out(self._in(y, self._eu) @ self.S, self._ev, y)
 
     def sq_matvec(self, x):
         eu, ev = self._eu, self._ev
-        if eu is not None:
-            x = ev * ev * x
+        x32 = self._in(x, None if ev is None else ev * ev)
         n = self.S.shape[0]
-        out = np.empty(n, dtype=self.S.dtype)
+        out = np.empty(n, dtype=self._dt)
         for i0 in range(0, n, self._rows):
             B = self.S[i0:i0 + self._rows]
-            out[i0:i0 + self._rows] = (B * B) @ x
-        return out if eu is None else eu * eu * out
+            out[i0:i0 + self._rows] = (B * B) @ x32
+        return self._out(out, None if eu is None else eu * eu, x)
 
     def sq_rmatvec(self, y):
         eu, ev = self._eu, self._ev
-        if eu is not None:
-            y = eu * eu * y
+        y32 = self._in(y, None if eu is None else eu * eu)
         n = self.S.shape[0]
         out = 0
         for i0 in range(0, n, self._rows):
             B = self.S[i0:i0 + self._rows]
-            out = out + y[i0:i0 + self._rows] @ (B * B)
-        return out if ev is None else ev * ev * out
+            out = out + y32[i0:i0 + self._rows] @ (B * B)
+        return self._out(np.asarray(out), None if ev is None else ev * ev, y)
 
 
 class NumpyKernel(DenseKernel):
@@ -173,11 +196,13 @@ class NumpyKernel(DenseKernel):
     @property
     def dense_density(self):
         """Kept fraction above which the solver should keep every entry: the
-        exact Hessian in the plan buffer, BLAS mat-vecs, no sparse copy (a CSR
-        mat-vec costs about as much per stored entry as 6-8 dense ones, and
-        building it much more). None for small plans."""
+        exact Hessian in the plan buffer (or its float32 copy), BLAS mat-vecs,
+        no sparse copy (a CSR mat-vec costs about as much per stored entry as
+        several dense ones, and building it much more). None for small plans."""
         n, m = self.shape
-        return DENSE_DENSITY if n * m >= DENSE_MIN_SIZE else None
+        if n * m < DENSE_MIN_SIZE:
+            return None
+        return DENSE_DENSITY_SINGLE if self._use_single() else DENSE_DENSITY
     def __init__(self, nx, M, reg, bin_width=0.5, n_bins=120):
         self.nx = nx
         self.M = np.ascontiguousarray(M)
@@ -204,11 +229,15 @@ class NumpyKernel(DenseKernel):
         self._ua = self._va = None  # potentials of the last exp pass
         self._rescaled = 0  # in-place rescalings since the last exp pass
         self._masked = False  # K holds a masked plan (see select)
+        self._version = 0  # bumped whenever K's entries change
+        self._K32 = None  # float32 copy of K for CG (see _single)
+        self._k32_key = None  # (version, threshold) the copy was made at
         self._hint_u = self._hint_v = None  # last potentials seen
         self._point = None  # (u, v) of the last evaluate
+        self._rmax = 0.0  # largest row sum there
         #: passes over n-by-m arrays, by kind (a design figure, see module doc)
         self.passes = {"exp": 0, "matvec": 0, "rescale": 0, "histogram": 0, "select": 0,
-                       "cg": 0}
+                       "cg": 0, "single": 0}
 
     def at_reg(self, reg):
         """A kernel for the same ``M`` at another regularisation (epsilon
@@ -266,6 +295,7 @@ class NumpyKernel(DenseKernel):
         self._v0 = self._va = v
         self._rescaled = 0
         self._masked = False
+        self._version += 1
         self.passes["exp"] += 1
         return r, c
 
@@ -348,6 +378,7 @@ class NumpyKernel(DenseKernel):
                 r = None
         if r is None:
             r, c = self._exp_pass(u, v)
+        self._rmax = float(np.max(r)) if r.size else 0.0
         return r, c, (LazyHistogram(self, u, v, top, float(r.sum())) if hist else None)
 
     def _materialize(self, u, v, exact=False):
@@ -367,6 +398,7 @@ class NumpyKernel(DenseKernel):
             Kb *= eu[i0:i1, None]
         self._u0, self._v0 = u, v
         self._rescaled += 1
+        self._version += 1
         self.passes["rescale"] += 1
 
     def _histogram(self, u, v, top, total=None):
@@ -429,13 +461,49 @@ class NumpyKernel(DenseKernel):
         self._materialize(*self._point, exact=True)
         return self._K
 
+    def _single(self, tau=0.0):
+        """A float32 copy of ``K`` with the entries below ``tau`` zeroed, for
+        the CG mat-vecs of a Newton step; kept while ``K`` is unchanged (a
+        Newton step with every entry kept scales the copy on the fly, so a run
+        of them shares one copy).
+
+        CG mat-vecs are memory-bound: a float32 block halves the bytes read
+        per pass, and keeps an n-by-m block of up to 4 million entries in a
+        32 MB cache. The Hessian is an approximation already (sparsified,
+        shifted, solved inexactly); its float32 rounding (relative 6e-8)
+        leaves the Newton step accurate to far below CG's tolerance, while the
+        gradient and the line search stay in float64.
+        """
+        key = (self._version, float(tau))
+        if self._K32 is None:
+            self._K32 = np.empty(self.shape, dtype=np.float32)
+        if self._k32_key != key:
+            K, K32 = self._K, self._K32
+            for i0, i1, _ in self._blocks():
+                K32[i0:i1] = K[i0:i1]
+                if tau > 0:
+                    K32[i0:i1][K[i0:i1] < tau] = 0.0
+            self._k32_key = key
+            self.passes["single"] += 1
+        return self._K32
+
+    def _use_single(self):
+        # Entries of K are at most the largest row sum times e^SINGLE_DRIFT,
+        # and the preconditioner squares them: within SINGLE_RANGE, float32
+        # holds the entries and squares that matter.
+        lo, hi = SINGLE_RANGE
+        return self.M.dtype == np.float64 and SINGLE_HESSIAN and lo < self._rmax < hi
+
     def select(self, tau):
         n, m = self.shape
         u, v = self._point
         if tau <= 0 and self._near(u, v):
             # every entry: K scaled on the fly, no pass over it here
-            return FullBlock(self._K, self.rows, n * m, np.exp(u - self._u0),
-                             np.exp(v - self._v0))
+            du, dv = u - self._u0, v - self._v0
+            if not self._use_single():
+                return FullBlock(self._K, self.rows, n * m, np.exp(du), np.exp(dv))
+            if np.max(np.abs(du)) + np.max(np.abs(dv)) <= SINGLE_DRIFT:
+                return FullBlock(self._single(), self.rows, n * m, np.exp(du), np.exp(dv))
         self._materialize(u, v)
         K = self._K
         self.passes["select"] += 1
@@ -443,7 +511,10 @@ class NumpyKernel(DenseKernel):
             kept = 0
             for i0, i1, _ in self._blocks():
                 kept += int(np.count_nonzero(K[i0:i1] >= tau))
-            if kept > DENSE_DENSITY * n * m:
+            if kept > self.dense_density * n * m:
+                if self._use_single():
+                    return FullBlock(self._single(tau if kept < n * m else 0.0),
+                                     self.rows, kept)
                 # Many entries kept: zero the others in place and use BLAS
                 # mat-vecs on the buffer. K is no longer a plan until the next
                 # exp pass refreshes it.
@@ -452,6 +523,7 @@ class NumpyKernel(DenseKernel):
                         Kb = K[i0:i1]
                         Kb[Kb < tau] = 0.0
                     self._masked = True
+                    self._version += 1
                     self.passes["select"] += 1
                 return FullBlock(K, self.rows, kept)
         indptr = np.zeros(n + 1, dtype=np.int64)

@@ -1,0 +1,132 @@
+"""The numpy kernel's float32 Hessian copy (``NumpyKernel._single``).
+
+Oracle: products with the exact float64 plan ``exp(u + v - M / reg)``, and
+solves without the copy (``SINGLE_HESSIAN = False``).
+"""
+
+import numpy as np
+import ot
+import pytest
+
+import pot_sns
+import pot_sns.sparse.numpy as npk
+from pot_sns.sparse.numpy import NumpyKernel
+from problems import make_problem
+
+REG = 1e-2
+
+
+def kernel_at(M, u, v):
+    nx = ot.backend.get_backend(M)
+    k = NumpyKernel(nx, M, REG)
+    k.evaluate(u, v, 0.0)
+    return k
+
+
+def plan(M, u, v):
+    return np.exp(u[:, None] + v[None, :] - M / REG)
+
+
+def potentials(M, seed):
+    # near the scaling of a plan of mass about 1: entries up to about 1
+    rng = np.random.default_rng(seed)
+    n, m = M.shape
+    u = np.log(1.0 / n) + 0.1 * rng.normal(size=n)
+    v = np.log(1.0 / m) + 0.1 * rng.normal(size=m) + (M / REG).min(0)
+    return u, v
+
+
+def check_products(S, P, seed=0):
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=P.shape[1]), rng.normal(size=P.shape[0])
+    for got, want, scale in ((S.matvec(x), P @ x, np.abs(P) @ np.abs(x)),
+                             (S.rmatvec(y), y @ P, np.abs(y) @ np.abs(P)),
+                             (S.sq_matvec(x), (P * P) @ x, (P * P) @ np.abs(x)),
+                             (S.sq_rmatvec(y), y @ (P * P), np.abs(y) @ (P * P))):
+        assert got.dtype == np.float64
+        # float32 entries: relative 6e-8 each, float32 sums over m terms
+        assert np.all(np.abs(got - want) <= 1e-5 * scale + 1e-300)
+
+
+def test_dense_block_is_a_float32_copy_with_float64_products():
+    _, _, M = make_problem(400, 300, seed=3)
+    u, v = potentials(M, 0)
+    k = kernel_at(M, u, v)
+    S = k.select(0.0)
+    assert S.S.dtype == np.float32 and S.nnz == M.size
+    check_products(S, plan(M, u, v))
+    assert k.passes["single"] == 1
+
+
+def test_copy_is_scaled_on_the_fly_then_rebuilt_when_the_plan_moves():
+    _, _, M = make_problem(400, 300, seed=4)
+    u, v = potentials(M, 1)
+    k = kernel_at(M, u, v)
+    k.select(0.0)
+    # a small move: the same copy, scaled to the new point
+    u1, v1 = u + 0.3, v - 0.2 + 0.01 * np.arange(M.shape[1]) / M.shape[1]
+    k.evaluate(u1, v1, 0.0)
+    S = k.select(0.0)
+    assert k.passes["single"] == 1
+    check_products(S, plan(M, u1, v1), seed=1)
+    # beyond SINGLE_DRIFT: K is rescaled first and a new copy made
+    shift = np.linspace(0, npk.SINGLE_DRIFT + 5.0, M.shape[0])
+    u2 = u1 - shift
+    k.evaluate(u2, v1, 0.0)
+    S = k.select(0.0)
+    assert k.passes["single"] == 2
+    check_products(S, plan(M, u2, v1), seed=2)
+
+
+def test_thresholded_block_zeroes_the_copy_not_the_plan():
+    _, _, M = make_problem(400, 300, seed=5)
+    u, v = potentials(M, 2)
+    k = kernel_at(M, u, v)
+    P = plan(M, u, v)
+    tau = np.quantile(P, 0.7)  # keeps 30%: past DENSE_DENSITY_SINGLE, not all
+    S = k.select(tau)
+    assert S.S.dtype == np.float32
+    assert S.nnz == np.count_nonzero(P >= tau)
+    check_products(S, np.where(P >= tau, P, 0.0))
+    # the float64 buffer is still the plan: no exp pass needed to restore it
+    exp_passes = k.passes["exp"]
+    np.testing.assert_allclose(k.P, P, rtol=1e-12, atol=0)
+    assert k.passes["exp"] == exp_passes
+
+
+def test_float32_costs_need_no_copy():
+    _, _, M = make_problem(400, 300, seed=6)
+    M = M.astype(np.float32)
+    u, v = (x.astype(np.float32) for x in potentials(M.astype(np.float64), 3))
+    k = kernel_at(M, u, v)
+    S = k.select(0.0)
+    assert S.S.dtype == np.float32 and k.passes["single"] == 0
+
+
+@pytest.mark.parametrize("reg", [1e-3, 2e-4])
+def test_solves_with_and_without_the_copy_agree(reg, monkeypatch):
+    a, b, M = make_problem(400, 300, seed=7)
+    P, log = pot_sns.sinkhorn_newton_sparse(a, b, M, reg, log=True, stopThr=1e-11)
+    assert log["status"] == "converged" and 1.0 in log["density"]
+    monkeypatch.setattr(npk, "SINGLE_HESSIAN", False)
+    P64, log64 = pot_sns.sinkhorn_newton_sparse(a, b, M, reg, log=True, stopThr=1e-11)
+    assert log64["status"] == "converged"
+    np.testing.assert_allclose(P, P64, rtol=0, atol=1e-11)
+    # the float32 Hessian costs no Newton steps
+    assert log["n_newton"] <= log64["n_newton"] + 1
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_masses_beyond_float32_keep_the_float64_hessian(scale):
+    """Entries or squares beyond float32's range: the kernel keeps the
+    float64 block, and the plan scales with the weights."""
+    _, _, M = make_problem(400, 300, seed=8)
+    u, v = potentials(M, 4)
+    k = kernel_at(M, u + np.log(scale), v)
+    assert k.select(0.0).S.dtype == np.float64
+    a, b, M = make_problem(400, 300, seed=8)
+    P = pot_sns.sinkhorn_newton_sparse(a, b, M, 1e-3, stopThr=1e-11)
+    Ps, log = pot_sns.sinkhorn_newton_sparse(a * scale, b * scale, M, 1e-3, log=True,
+                                             stopThr=1e-11 * scale)
+    assert log["status"] == "converged" and 1.0 in log["density"]
+    np.testing.assert_allclose(Ps / scale, P, rtol=0, atol=1e-10)
