@@ -3,10 +3,9 @@
 import warnings
 
 import numpy as np
-from ot.backend import get_backend
 from ot.utils import list_to_array
 
-from . import validation
+from . import implicit, validation
 from .solver import solve
 from .sparse import make_kernel
 
@@ -80,9 +79,12 @@ def sinkhorn_newton_sparse(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=
 
     Notes
     -----
-    Arrays that require gradients are solved on detached copies and the
-    outputs carry no autograd graph; use ``ot.solve(..., method="sns",
-    grad="envelope")`` for gradients at the optimum.
+    Arrays that require gradients are solved on detached copies: the plan
+    carries no autograd graph (use ``ot.solve(..., method="sns")`` for
+    gradients of the OT value). The losses returned for several histograms
+    carry the gradients of ``<M, P*>`` w.r.t. ``M``, ``a`` and ``b`` at the
+    optimum, by implicit differentiation (:mod:`pot_sns.implicit`), as
+    :func:`ot.sinkhorn`'s autograd through its iterations converges to.
 
     Examples
     --------
@@ -101,29 +103,49 @@ def sinkhorn_newton_sparse(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=
        Iterations. ICLR 2024.
     """
     opts = validation.check_options(kwargs)
-    nx, a, b, M, reg = _prepare(a, b, M, reg, numItermax, stopThr, warmstart)
+    nx, a, b, M, reg, given = _prepare(a, b, M, reg, numItermax, stopThr, warmstart)
     if len(b.shape) > 1:
-        n_hists = b.shape[1]
-        starts = warmstart if warmstart is not None else [None] * n_hists
-        losses, us, vs, logs = [], [], [], []
-        for k in range(n_hists):
-            P, lg = _solve_one(nx, a, b[:, k], M, reg, opts, numItermax, stopThr,
-                               verbose, warn, starts[k])
-            losses.append(nx.sum(M * P))
-            us.append(lg["log_u"])
-            vs.append(lg["log_v"])
-            logs.append(lg)
-        res = nx.stack(losses)
-        if not log:
-            return res
-        out = {"log_u": nx.stack(us, 1), "log_v": nx.stack(vs, 1)}
-        out["u"] = nx.exp(out["log_u"])
-        out["v"] = nx.exp(out["log_v"])
-        for key in ("err", "niter", "n_sinkhorn", "n_newton", "status", "fallbacks"):
-            out[key] = [lg[key] for lg in logs]
-        return res, out
+        res, out = _solve_hists(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn,
+                                warmstart, given)
+        return (res, out) if log else res
     P, lg = _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart)
     return (P, lg) if log else P
+
+
+def _solve_hists(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart,
+                 given):
+    """One problem per column of ``b``: the losses and a merged log."""
+    n_hists = b.shape[1]
+    starts = warmstart if warmstart is not None else [None] * n_hists
+    losses, us, vs, logs = [], [], [], []
+    for k in range(n_hists):
+        P, lg = _solve_one(nx, a, b[:, k], M, reg, opts, numItermax, stopThr,
+                           verbose, warn, starts[k])
+        losses.append(_loss(nx, M, P, reg, given, k))
+        us.append(lg["log_u"])
+        vs.append(lg["log_v"])
+        logs.append(lg)
+    out = {"log_u": nx.stack(us, 1), "log_v": nx.stack(vs, 1)}
+    out["u"] = nx.exp(out["log_u"])
+    out["v"] = nx.exp(out["log_v"])
+    for key in ("err", "niter", "n_sinkhorn", "n_newton", "status", "fallbacks"):
+        out[key] = [lg[key] for lg in logs]
+    return nx.stack(losses), out
+
+
+def _loss(nx, M, P, reg, given, hist=None):
+    """``<M, P>``; when the caller's ``(M, a, b)`` record gradients (torch),
+    with the gradients of the loss at the optimum (:mod:`pot_sns.implicit`),
+    as POT's autograd through the Sinkhorn iterations converges to. ``hist``:
+    the column of a 2-D ``b`` that ``P`` solves."""
+    loss = nx.sum(M * P)
+    if not implicit.requires_grad(*given):
+        return loss
+    gM, ga, gb = implicit.linear_loss_gradients(nx, M, P, reg)
+    M0, a0, b0 = given
+    if hist is not None:
+        gb = nx.stack([gb if k == hist else gb * 0 for k in range(b0.shape[1])], 1)
+    return implicit.attach(nx, loss, [(M0, gM), (a0, ga), (b0, gb)])
 
 
 def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=False,
@@ -142,7 +164,11 @@ def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose
     -------
     W : float or array-like, shape (n_hists,)
         Linear loss :math:`\langle \gamma^*, \mathbf{M} \rangle_F` (one per
-        histogram of ``b``), in the backend of the inputs.
+        histogram of ``b``), in the backend of the inputs. When ``M``, ``a``
+        or ``b`` record gradients (torch), so does ``W``: the exact
+        derivative at the optimum, by implicit differentiation (one
+        conjugate gradient solve with the full plan), which is what POT's
+        autograd through the Sinkhorn iterations converges to.
     log : dict
         Only when ``log=True``; see :func:`sinkhorn_newton_sparse`.
 
@@ -153,25 +179,16 @@ def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose
     ...                                              [[0., 1.], [1., 0.]], 1)), 8)
     0.26894142
     """
-    res = sinkhorn_newton_sparse(a, b, M, reg, numItermax=numItermax, stopThr=stopThr,
-                                 verbose=verbose, log=True, warn=warn,
-                                 warmstart=warmstart, **kwargs)
-    _, _, b_, M_ = validation.as_arrays(a, b, M)
-    multi = b_ is not None and len(b_.shape) > 1
-    if multi:
-        return res if log else res[0]
-    nx = get_backend(res[0])
-    loss = nx.sum(_same_type(nx, M_, res[0]) * res[0])
-    return (loss, res[1]) if log else loss
-
-
-def _same_type(nx, x, ref):
-    """``x`` in the backend/dtype of ``ref`` (the cost given by the user)."""
-    if isinstance(x, np.ndarray) and not isinstance(ref, np.ndarray):
-        x = nx.from_numpy(x, type_as=ref)
-    # the loss carries no autograd graph, like the plan (see the Notes)
-    x = nx.detach(x)
-    return x + ref[:1, :1] * 0 if len(getattr(ref, "shape", ())) == 2 else x
+    opts = validation.check_options(kwargs)
+    nx, a, b, M, reg, given = _prepare(a, b, M, reg, numItermax, stopThr, warmstart)
+    if len(b.shape) > 1:
+        res, out = _solve_hists(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn,
+                                warmstart, given)
+    else:
+        P, out = _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn,
+                            warmstart)
+        res = _loss(nx, M, P, reg, given)
+    return (res, out) if log else res
 
 
 def _prepare(a, b, M, reg, numItermax, stopThr, warmstart):
@@ -180,6 +197,7 @@ def _prepare(a, b, M, reg, numItermax, stopThr, warmstart):
     # weights come back as arrays of one backend
     p = validation.check_problem(a, b, M, reg, numItermax, stopThr, warmstart)
     nx, a, b, M, reg = p.nx, p.a, p.b, p.M, p.reg
+    given = (M, a, b)  # the caller's arrays, which may record gradients
     M, a, b = nx.detach(M, a, b)
     # POT's promotion rules: the plan gets the common float type of M, a, b
     probe = M[:1, 0] * 0 + a[:1] * 0 + nx.reshape(b, (-1,))[:1] * 0
@@ -188,7 +206,7 @@ def _prepare(a, b, M, reg, numItermax, stopThr, warmstart):
     dtype = nx.dtype_device(probe)[0]
     # probe[:1], not probe[0]: torch (and cupy) do not promote on 0-d operands
     M, a, b = (x if nx.dtype_device(x)[0] == dtype else x + probe[:1] for x in (M, a, b))
-    return nx, a, b, M, reg
+    return nx, a, b, M, reg, given
 
 
 def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart):

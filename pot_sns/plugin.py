@@ -25,7 +25,7 @@ import warnings
 
 from ot.utils import OTResult
 
-from . import validation
+from . import implicit, validation
 from .api import sinkhorn_newton_sparse, sinkhorn_newton_sparse2
 
 #: Method names that select SNS (compared case-insensitively).
@@ -148,7 +148,10 @@ def solve_sns(M, a=None, b=None, reg=None, c=None, reg_type="KL", unbalanced=Non
           w.r.t. ``a`` and ``b`` (``f = reg * (log_u - log a)``,
           ``g = reg * (log_v - log b)`` for ``"KL"``, ``reg * log_u``,
           ``reg * log_v`` for ``"entropy"``), which is what POT's autodiff
-          converges to. ``plan`` and ``value_linear`` are detached.
+          converges to. ``value_linear`` gets the exact gradient of
+          ``<M, plan>`` at the optimum when ``M``, ``a`` or ``b`` records
+          gradients (torch; implicit differentiation, one CG solve, see
+          :mod:`pot_sns.implicit`). ``plan`` is detached.
         - ``"detach"``: no gradients.
         - ``"last_step"``: as POT, ``max_iter - 1`` iterations without
           gradients, then one log-domain Sinkhorn step through which all
@@ -248,6 +251,9 @@ def solve_sns(M, a=None, b=None, reg=None, c=None, reg_type="KL", unbalanced=Non
         # skip the O(nm) work of the exact potentials there
         grads = _value_gradients(nx, M, plan, potentials, reg, reg_type, grad)
         value = nx.set_gradients(value, (M0, a0, b0), grads)
+    if grad == "autodiff" and implicit.requires_grad(M0, a0, b0):
+        gM, ga, gb = implicit.linear_loss_gradients(nx, M, plan, reg)
+        value_linear = implicit.attach(nx, value_linear, [(M0, gM), (a0, ga), (b0, gb)])
 
     return OTResult(potentials=potentials, value=value, value_linear=value_linear,
                     plan=plan, status=log["status"], backend=nx, log=log)
@@ -356,8 +362,9 @@ def sinkhorn2_sns(a, b, M, reg, method="sns", numItermax=1000, stopThr=1e-9,
                   verbose=False, log=False, warn=False, warmstart=None, **kwargs):
     """``ot.sinkhorn2(..., method="sinkhorn_newton_sparse")`` (or ``"sns"``).
 
-    The loss carries no autograd graph; use ``ot.solve(..., method="sns",
-    grad="envelope")`` (or ``"autodiff"``) for gradients.
+    With torch inputs that record gradients the loss carries the exact
+    gradient of ``<M, P*>`` at the optimum (see
+    :func:`pot_sns.sinkhorn_newton_sparse2`).
 
     Parameters
     ----------

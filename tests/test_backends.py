@@ -387,17 +387,24 @@ def test_torch_mixed_dtypes_follow_pot(problem, device, dtypes):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_torch_inputs_requiring_grad_give_detached_outputs(problem, device):
+def test_torch_inputs_requiring_grad_give_detached_plans(problem, device):
+    """The plan and potentials carry no graph; the loss carries the gradients
+    at the optimum, in the inputs' device and dtype (their values:
+    tests/test_plugin.py)."""
     a, b, M = problem(20, 15, seed=10)
     at, bt, Mt = to_torch(device, np.float64, a, b, M)
     ag, bg, Mg = (x.clone().requires_grad_(True) for x in (at, bt, Mt))
     P, log = pot_sns.sinkhorn_newton_sparse(ag, bg, Mg, 1e-2, log=True)
-    loss = pot_sns.sinkhorn_newton_sparse2(ag, bg, Mg, 1e-2)
-    for out in (P, log["log_u"], log["log_v"], loss):
+    for out in (P, log["log_u"], log["log_v"]):
         assert not out.requires_grad and out.grad_fn is None
     np.testing.assert_allclose(host(P), host(pot_sns.sinkhorn_newton_sparse(at, bt, Mt, 1e-2)),
                                rtol=0, atol=1e-14)
     assert Mg.grad is None and ag.grad is None
+    loss = pot_sns.sinkhorn_newton_sparse2(ag, bg, Mg, 1e-2)
+    loss.backward()
+    for x in (ag, bg, Mg):
+        assert x.grad.device == x.device and x.grad.dtype == x.dtype
+        assert bool(torch.isfinite(x.grad).all())
 
 
 @pytest.mark.parametrize("device", DEVICES)

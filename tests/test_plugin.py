@@ -350,6 +350,67 @@ def test_autodiff_gives_exact_gradient_at_optimum(reg_type):
     torch.testing.assert_close(gb, rb, rtol=0, atol=1e-6)
 
 
+def _loss_grads(torch, method, n=40, m=30, reg=0.05, seed=14, dtype=None, hists=0):
+    """Gradients of ot.sinkhorn2's loss w.r.t. points, a and b (POT's autograd
+    through sinkhorn_log run to convergence when method is 'sinkhorn_log')."""
+    g = torch.Generator().manual_seed(seed)
+    f64 = torch.float64  # the same draws whatever the dtype
+    x = torch.randn(n, 2, generator=g, dtype=f64)
+    y = torch.randn(m, 2, generator=g, dtype=f64)
+    a = torch.rand(n, generator=g, dtype=f64) + 0.5
+    b = torch.rand(*((m, hists) if hists else (m,)), generator=g, dtype=f64) + 0.5
+    x, y, a, b = (t.to(dtype or f64) for t in (x, y, a / a.sum(), b / b.sum(0)))
+    x, a, b = (t.requires_grad_(True) for t in (x, a, b))
+    M = ot.dist(x, y)
+    extra = dict(stopThr=1e-14, numItermax=100000) if method != "sns" else dict(stopThr=1e-13)
+    loss = ot.sinkhorn2(a, b, M, reg, method=method, **extra)
+    loss.sum().backward()
+    centre = lambda t: t - t.mean(0)  # noqa: E731
+    return loss.detach(), x.grad, centre(a.grad), centre(b.grad)
+
+
+@pytest.mark.parametrize("n, m, reg, hists", [(40, 30, 0.05, 0), (30, 45, 0.01, 0),
+                                              (25, 20, 0.1, 3)])
+def test_sinkhorn2_loss_gradients_match_pot_autograd(registered, n, m, reg, hists):
+    """d<M, P*>/d(x, a, b) by implicit differentiation against POT's autograd
+    through a converged sinkhorn_log (an independent derivation)."""
+    torch = torch_or_skip()
+    got = _loss_grads(torch, "sns", n, m, reg, hists=hists)
+    ref = _loss_grads(torch, "sinkhorn_log", n, m, reg, hists=hists)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r, rtol=0, atol=1e-8 * max(1.0, float(r.abs().max())))
+    assert float(ref[1].abs().max()) > 1e-3  # not a trivially zero gradient
+
+
+def test_sinkhorn2_loss_gradients_float32(registered):
+    torch = torch_or_skip()
+    got = _loss_grads(torch, "sns", reg=0.1, dtype=torch.float32)
+    ref = _loss_grads(torch, "sinkhorn_log", reg=0.1)
+    assert all(g.dtype == torch.float32 for g in got)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g.double(), r, rtol=0, atol=1e-3 * float(r.abs().max()))
+
+
+def test_autodiff_value_linear_gradient_matches_pot():
+    torch = torch_or_skip()
+    out = {}
+    for method in ("sns", None):
+        a, b, M = _torch_problem(torch, n=15, m=12, seed=16)
+        extra = {} if method else dict(tol=1e-14, max_iter=100000)
+        res = ot.solve(M, a, b, reg=0.05, method=method, grad="autodiff", **extra)
+        res.value_linear.backward()
+        out[method] = (M.grad, a.grad - a.grad.mean(), b.grad - b.grad.mean())
+    for g, r in zip(out["sns"], out[None]):
+        torch.testing.assert_close(g, r, rtol=0, atol=1e-8)
+
+
+def test_loss_without_gradients_has_no_graph(registered):
+    torch = torch_or_skip()
+    a, b, M = (x.detach() for x in _torch_problem(torch))
+    loss = ot.sinkhorn2(a, b, M, 0.1, method="sns")
+    assert not loss.requires_grad and loss.grad_fn is None
+
+
 def test_autodiff_gradient_finite_with_zero_weights():
     torch = torch_or_skip()
     a, b, M = make_problem(9, 7, seed=13)
@@ -383,11 +444,11 @@ def test_detach_and_last_step_as_pot():
         torch.testing.assert_close(mine, pots, rtol=0, atol=1e-6)
 
 
-def test_sinkhorn2_sns_loss_is_detached():
+def test_sinkhorn2_sns_loss_records_gradients():
     torch = torch_or_skip()
     a, b, M = _torch_problem(torch)
     loss = ot.sinkhorn2(a, b, M, 0.1, method="sns")
-    assert not loss.requires_grad
+    assert loss.requires_grad  # its gradients: test_sinkhorn2_loss_gradients_match_pot_autograd
     ref = ot.sinkhorn2(a, b, M, 0.1, method="sinkhorn_log", stopThr=1e-12, numItermax=10**5)
     torch.testing.assert_close(loss, ref.detach(), rtol=0, atol=1e-9)
 

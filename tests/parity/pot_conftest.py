@@ -73,6 +73,8 @@ SELECTED = {
     ("test_bregman.py", "test_empirical_sinkhorn"): None,
     ("test_bregman.py", "test_lazy_empirical_sinkhorn"): None,
     ("test_bregman.py", "test_empirical_sinkhorn_divergence"): None,
+    ("test_bregman.py", "test_empirical_sinkhorn_divergence_gradient"): None,
+    ("test_bregman.py", "test_sinkhorn2_gradients"): None,
     ("test_bregman.py", "test_empirical_sinkhorn_warmstart"): None,
     ("test_bregman.py", "test_empirical_sinkhorn_divergence_warmstart"): None,
     ("test_bregman.py", "test_free_support_sinkhorn_barycenter"): None,
@@ -99,12 +101,6 @@ DELEGATION = {
 
 #: Tests that exercise a routed solve but are not run, and why (see docs/parity.rst).
 EXCLUDED = {
-    ("test_bregman.py", "test_sinkhorn2_gradients"):
-        "needs autodiff through ot.sinkhorn2; the SNS loss carries no autograd graph "
-        "(gradients come from ot.solve(..., method='sns', grad='envelope'/'autodiff'))",
-    ("test_bregman.py", "test_empirical_sinkhorn_divergence_gradient"):
-        "same reason: backpropagates through ot.sinkhorn2 (via "
-        "ot.bregman.empirical_sinkhorn_divergence)",
     ("test_bregman.py", "test_sinkhorn_stabilization"):
         "reg=1e-5 with costs up to 9801 (M/reg ~ 1e9): POT's sinkhorn_log and "
         "sinkhorn_stabilized both return a loss of 0 (the plan underflows; the exact OT "
