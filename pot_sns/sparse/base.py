@@ -29,6 +29,15 @@ import contextlib
 import numpy as np
 
 
+def row_blocks(n, rows, buf):
+    """``(i0, i1, buffer)`` for the row blocks of ``rows`` rows of an n-row
+    array, with a view of ``buf`` of the block's height (the scratch space
+    of the blocked passes of the numpy and torch kernels)."""
+    for i0 in range(0, n, rows):
+        i1 = min(i0 + rows, n)
+        yield i0, i1, buf[: i1 - i0]
+
+
 class DenseBlock:
     """Kept entries of the plan stored as a masked dense matrix."""
 

@@ -36,7 +36,7 @@ import math
 import numpy as np
 import scipy.sparse as sp
 
-from .base import DenseKernel
+from .base import DenseKernel, row_blocks
 
 #: entries per row block of the passes over ``M`` (temporaries stay in cache)
 CHUNK = 1 << 15
@@ -249,10 +249,7 @@ class NumpyKernel(DenseKernel):
         return np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
 
     def _blocks(self):
-        n = self.shape[0]
-        for i0 in range(0, n, self.rows):
-            i1 = min(i0 + self.rows, n)
-            yield i0, i1, self.buf[: i1 - i0]
+        return row_blocks(self.shape[0], self.rows, self.buf)
 
     def _logits(self, L, i0, i1, u, v):
         np.multiply(self.M[i0:i1], self.scale, out=L)

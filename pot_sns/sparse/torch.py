@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import torch
 
-from .base import DenseKernel
+from .base import DenseKernel, row_blocks
 
 #: entries per row block of the dense passes, by device type
 CHUNK = {"cpu": 1 << 18}
@@ -197,10 +197,7 @@ class TorchKernel(DenseKernel):
         return torch.full(shape, fill, dtype=self.dtype, device=self.device)
 
     def _blocks(self):
-        n = self.shape[0]
-        for i0 in range(0, n, self.rows):
-            i1 = min(i0 + self.rows, n)
-            yield i0, i1, self.buf[: i1 - i0]
+        return row_blocks(self.shape[0], self.rows, self.buf)
 
     def _logits(self, L, i0, i1, u, v):
         torch.mul(self.M[i0:i1], self.scale, out=L)
