@@ -18,9 +18,15 @@ class SNSOptions:
         times the spread of the costs down to ``reg``, each starting from the
         previous potentials. Newton far from the optimum at a small ``reg``
         needs many damped steps; from the scaled warm-up it converges in a
-        few. Skipped with a ``warmstart`` and when ``reg`` is already that
-        large.
+        few. Skipped with a ``warmstart`` and when ``reg`` is at least
+        ``scaling_from`` times the spread of the costs.
         ``eps_scaling=False, n_sinkhorn=20`` is the paper's Algorithm 1.
+    scaling_from : float
+        Largest ``reg``, relative to ``max(M) - min(M)``, that gets the
+        epsilon scaling. Above, Sinkhorn at ``reg`` itself converges in a few
+        hundred sweeps at most and the scaling's stages (each a pass of
+        ``exp`` over ``M``) cost more than they save (measured on the
+        benchmark's problems: the crossover lies between 3e-3 and 5e-3).
     scaling_start : float
         First regularisation of the scaling, relative to ``max(M) - min(M)``.
     scaling_factor : float
@@ -90,6 +96,7 @@ class SNSOptions:
 
     n_sinkhorn: int = 20
     eps_scaling: bool = True
+    scaling_from: float = 5e-3
     scaling_start: float = 0.1
     scaling_factor: float = 4.0
     scaling_sweeps: int = 10
@@ -183,6 +190,8 @@ class SNSOptions:
 
         need(isinstance(self.eps_scaling, bool), "eps_scaling", "True or False")
         need(is_num(self.scaling_start) and self.scaling_start > 0, "scaling_start",
+             "a number > 0")
+        need(is_num(self.scaling_from) and self.scaling_from > 0, "scaling_from",
              "a number > 0")
         need(is_num(self.scaling_factor) and self.scaling_factor > 1, "scaling_factor",
              "a number > 1")

@@ -342,12 +342,15 @@ def _scaling_schedule(nx, kernel, opts):
 
     They start at ``scaling_start`` times the spread of the costs and divide
     by ``scaling_factor`` down to (excluded) the target ``reg``; empty when
-    the target is already that large or the kernel cannot change its reg.
+    the target is at least ``scaling_from`` times the spread, or the kernel
+    cannot change its reg.
     """
     if not opts.eps_scaling or not hasattr(kernel, "at_reg"):
         return []
     spread = float(nx.max(kernel.M)) - float(nx.min(kernel.M))
     reg = kernel.reg
+    if not reg < opts.scaling_from * spread:
+        return []
     r_k = opts.scaling_start * spread
     out = []
     while r_k > reg * opts.scaling_factor and len(out) < 60:

@@ -85,6 +85,33 @@ def test_time_to_target_tightens_the_native_tolerance():
     assert res.l1 <= 1e-6 and len(res.times) == 3 and res.time == pytest.approx(0.01)
 
 
+def test_timed_calls_run_in_process_after_a_forked_search():
+    """The search for the tolerance runs in a killable child; the timed calls
+    (medians) run warm in this process."""
+    import os
+
+    p = _prob()
+    runner = make_runner("pot_sns", Device("cpu"))
+    real = runner._run
+
+    def spy(prob, tol, max_iter):
+        out = real(prob, tol, max_iter)
+        out.info["pid"] = os.getpid()  # travels back from a child in the Run
+        return out
+
+    runner._run = spy
+    ref_cost, _ = reference(p)
+    res = time_to_target(runner, p, ref_cost, 1e-6, 1e-6, budget=5.0, repeat=3)
+    assert res.ok and len(res.times) == 3
+    assert res.info["pid"] != os.getpid()  # the search call that met the target
+    assert runner.timeout is None  # restored
+    timed = []
+    runner._run = lambda *args: timed.append(os.getpid()) or real(*args)
+    runner.timeout = 30.0
+    time_to_target(runner, p, ref_cost, 1e-6, 1e-6, budget=5.0, repeat=3)
+    assert timed == [os.getpid()] * 3  # only the timed calls ran here
+
+
 def test_time_to_target_reports_budget_and_failure():
     p = _prob()
     cost = float(np.sum(p.M * np.outer(p.a, p.b)))

@@ -184,3 +184,20 @@ def test_dense_and_sparse_hessian_paths_agree():
                                               max_density=0.5)
     assert log2["status"] == "converged" and max(log2["density"]) <= 0.5
     np.testing.assert_allclose(P2, P, atol=1e-11, rtol=0)
+
+
+@pytest.mark.parametrize("reg, scaled", [(2e-2, False), (6e-3, False), (4e-3, True),
+                                         (1e-3, True)])
+def test_epsilon_scaling_only_below_scaling_from(reg, scaled):
+    """The warm-up scales epsilon only when reg < scaling_from * spread (5e-3
+    by default); the plan is the entropic optimum either way."""
+    a, b, M = make_problem(60, 50, seed=31)
+    M = M / M.max()  # spread 1
+    P, log = pot_sns.sinkhorn_newton_sparse(a, b, M, reg, log=True, stopThr=1e-11)
+    assert (log["n_scaling"] > 0) == scaled
+    np.testing.assert_allclose(P.sum(1), a, atol=1e-10)
+    np.testing.assert_allclose(P.sum(0), b, atol=1e-10)
+    P2, log2 = pot_sns.sinkhorn_newton_sparse(a, b, 10 * M, 10 * reg, log=True,
+                                              stopThr=1e-11, scaling_from=0.5 * reg)
+    assert log2["n_scaling"] == 0  # the threshold is relative to the spread
+    np.testing.assert_allclose(P2, P, atol=1e-9)
