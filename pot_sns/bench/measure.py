@@ -12,11 +12,13 @@ with a tolerance tightened by the observed excess, until the target is met
 of ``repeat`` calls at the tolerance that met the target (fewer calls when
 they would take more than the budget in all).
 
-The calls that search for the tolerance and the iteration cap run in a
-forked child process killed past twice the budget (a safety net for solvers
-whose time the probe underestimates); the timed calls, once a call has met
-the target in time, run in the benchmark's own process, warm, as a user's
-call does.
+Every call runs in a forked child process, killed past twice the budget (a
+safety net for solvers whose time the probe underestimates), so that no
+solver's threads or state reach the benchmark process. The timed calls run
+together in one child, after an untimed warm-up call when a call takes
+less than a second: a fresh child pays for its first writes to memory it
+shares with its parent (copy-on-write, about 20 ms at n=1000), which a
+user's call in a running program does not.
 
 Each solver gets a time budget: a short probe run gives the cost of one
 iteration and the iteration cap is ``budget / cost``. A solver that hits the
@@ -158,19 +160,7 @@ def time_to_target(runner, prob, ref_cost, tol, cost_tol, budget, repeat=1):
                 break
         walls = [run.wall]
         if met:
-            # The timed calls run in this process: the call just finished in
-            # time, and a fresh child pays for its first writes to memory it
-            # shares with the parent (copy-on-write, about 20 ms at n=1000)
-            # that no user's call pays.
-            runner.timeout = None
-            timed = []
-            for _ in range(max(repeat, 1)):
-                if sum(timed) > budget:  # slow solvers: fewer repeats
-                    break
-                again = runner.run(prob, native, cap)
-                if again.status not in ("failed", "killed"):
-                    timed.append(again.wall)
-            walls = timed or walls
+            walls = runner.timed(prob, native, cap, max(repeat, 1), budget, run.wall) or walls
     finally:
         runner.timeout = old_timeout
     if run.status == "failed":

@@ -198,6 +198,31 @@ class Runner:
             return _isolated(lambda: self._run(prob, tol, max_iter), self.timeout)
         return self._run(prob, tol, max_iter)
 
+    def timed(self, prob, tol, max_iter, repeat, budget, wall):
+        """Wall times of up to ``repeat`` calls (fewer once they exceed
+        ``budget`` in all), in one child process when calls are isolated,
+        after an untimed warm-up call when one call (``wall``, measured
+        before) takes less than :data:`WARM_UP_BELOW` seconds."""
+        def calls():
+            if wall < WARM_UP_BELOW:
+                self._run(prob, tol, max_iter)
+            walls = []
+            for _ in range(repeat):
+                if sum(walls) > budget:
+                    break
+                out = self._run(prob, tol, max_iter)
+                if out.status == "failed":
+                    break
+                walls.append(out.wall)
+            return Run(None, sum(walls), len(walls), "stopped", info={"walls": walls})
+
+        if self.timeout is not None and self.device.host:
+            limit = (repeat + 2) * (wall + self.timeout) + budget
+            out = _isolated(calls, limit)
+        else:
+            out = calls()
+        return out.info.get("walls", [])
+
     def _run(self, prob, tol, max_iter):
         data = self.prepare(prob)
         self.device.sync()
@@ -209,6 +234,10 @@ class Runner:
         except Exception as exc:  # a failing solver is reported, never hidden
             return Run(None, math.nan, 0, "failed", info=_error(exc))
         return self.finish(out, wall, tol, max_iter)
+
+
+#: a call shorter than this (seconds) gets an untimed warm-up call first
+WARM_UP_BELOW = 1.0
 
 
 class PotSNS(Runner):
@@ -435,6 +464,18 @@ class OTT(Runner):
         if OTT._worker is not None:
             OTT._worker.close()
             OTT._worker = None
+
+    def timed(self, prob, tol, max_iter, repeat, budget, wall):
+        # the worker is warm (and compiled) already
+        walls = []
+        for _ in range(repeat):
+            if sum(walls) > budget:
+                break
+            out = self.run(prob, tol, max_iter)
+            if out.status in ("failed", "killed"):
+                break
+            walls.append(out.wall)
+        return walls
 
     def run(self, prob, tol, max_iter):
         # compilation and transfers are not timed but take time: a generous limit
