@@ -223,6 +223,18 @@ def test_command_line_tiny_suite_writes_table_json_and_plot(tmp_path, capsys):
     assert png2.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.parametrize("solvers", [["pot_sns"], ["pot_sns", "sinkhorn_log"]])
+def test_rst_fragment_is_valid_restructuredtext(solvers):
+    """No empty literal block (a single solver has no summary), no warning."""
+    docutils_core = pytest.importorskip("docutils.core")
+    results = [_result(s, "ok", 0.5 if s == "sinkhorn_log" else 0.01) for s in solvers]
+    settings = {"tol": 1e-6, "cost_tol": 1e-6, "repeat": 3, "budget": 2.0}
+    text = report.rst(results, settings, command="python -m pot_sns.bench")
+    assert ("Summary:" in text) == (len(solvers) > 1)
+    docutils_core.publish_doctree(text, settings_overrides={"report_level": 2,
+                                                            "halt_level": 2})
+
+
 def test_command_line_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         main(["--problems", "nope"])

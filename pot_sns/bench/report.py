@@ -255,7 +255,8 @@ def rst(results, settings, extras=None, command=None,
         out += ["", "::", ""] + ["    " + line for line in table(results).splitlines()]
     if "summary" in parts:
         _, lines = summary(results)
-        out += ["", "Summary:", "", "::", ""] + ["    " + line for line in lines]
+        if lines:  # none with a single solver
+            out += ["", "Summary:", "", "::", ""] + ["    " + line for line in lines]
     extras = extras or {}
     if "table1" in extras and "table1" in parts:
         from .extras import format_table1
