@@ -56,7 +56,7 @@ DENSE_DENSITY_SINGLE = 0.02
 #: ``K`` is scaled on the fly; beyond, ``K`` is rescaled first, so that no
 #: entry that matters at the current point is below float32's range in the copy
 SINGLE_DRIFT = 20.0
-#: largest row sums of the plan for which the float32 copy is used
+#: open range of the plan's largest row sum in which the float32 copy is used
 SINGLE_RANGE = (1e-8, 1e10)
 #: smallest plan (entries) for dense kept blocks; small plans always use CSR
 DENSE_MIN_SIZE = 1 << 16
@@ -203,6 +203,7 @@ class NumpyKernel(DenseKernel):
         if n * m < DENSE_MIN_SIZE:
             return None
         return DENSE_DENSITY_SINGLE if self._use_single() else DENSE_DENSITY
+
     def __init__(self, nx, M, reg, bin_width=0.5, n_bins=120):
         self.nx = nx
         self.M = np.ascontiguousarray(M)
