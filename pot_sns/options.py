@@ -51,11 +51,11 @@ class SNSOptions:
         ``3 / min(n, m)`` (the paper's lambda = 2/n of the Hessian).
     max_density : float or None
         Cap on the kept fraction of the plan, whatever the rule. None means
-        the kernel's own cap: 1 for numpy (past
-        ``pot_sns.sparse.numpy.DENSE_DENSITY`` it keeps the whole plan, the
-        exact Hessian, in the buffer it already has: mat-vecs with it cost
-        less than with a sparse copy, and no memory), 0.25 for kernels that
-        copy the kept entries into a sparse matrix.
+        the kernel's own cap: 1 for numpy and torch (past their
+        ``dense_density`` they keep the kept entries in the plan buffer, or
+        numpy in its float32 copy: dense mat-vecs cost less than with a
+        sparse copy), 0.25 for kernels that copy every kept entry into a
+        sparse matrix (cupy, the dense fallback).
     cg_rtol : float
         Largest relative residual of conjugate gradient (inexact Newton: the
         tolerance shrinks with the gradient norm down to ``cg_rtol_min``).

@@ -241,6 +241,51 @@ def test_torch_sparse_blocks_match_dense_products(device, dtype):
                 np.testing.assert_allclose(host(got), want, rtol=0, atol=tol)
 
 
+@needs_torch
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_torch_dense_block_past_dense_density(problem, device, dtype, monkeypatch):
+    """Many kept entries stay in the plan buffer (zeroed below tau), with the
+    products of the masked plan; few give a sparse block."""
+    from pot_sns.sparse.torch import TorchDenseBlock, TorchKernel
+
+    a, b, M = problem(300, 250, seed=5)
+    u, v = (x.astype(dtype) for x in random_potentials(300, 250, 3))
+    Mt, ut, vt = to_torch(device, dtype, M.astype(dtype), u, v)
+    k = TorchKernel(ot.backend.get_backend(Mt), Mt, 0.05)
+    k.evaluate(ut, vt, 0.0)
+    P = host(k.P).astype(np.float64)
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=250).astype(dtype), rng.normal(size=300).astype(dtype)
+    xt, yt = to_torch(device, dtype, x, y)
+    tol = 1e-12 if dtype == np.float64 else 1e-4
+    for q in (0.0, 0.5):  # every entry, then half of them
+        tau = float(np.quantile(P, q)) if q else 0.0
+        S = k.select(tau)
+        assert isinstance(S, TorchDenseBlock)
+        kept = np.where(P >= tau, P, 0.0)
+        assert S.nnz == np.count_nonzero(P >= tau)
+        for got, want in ((S.matvec(xt), kept @ x), (S.rmatvec(yt), y @ kept),
+                          (S.sq_matvec(xt), (kept ** 2) @ x),
+                          (S.sq_rmatvec(yt), y @ kept ** 2)):
+            assert got.dtype == xt.dtype and got.device == xt.device
+            scale = float(np.abs(kept).sum(1).max() * max(np.abs(x).max(), np.abs(y).max()))
+            np.testing.assert_allclose(host(got), want, rtol=0, atol=tol * scale)
+    k.evaluate(ut, vt, 0.0)
+    assert not isinstance(k.select(float(np.quantile(P, 0.99))), TorchDenseBlock)
+
+
+@needs_torch
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_solve_with_dense_hessian_equals_numpy(problem, device):
+    a, b, M = problem(400, 300, seed=21)
+    P0 = pot_sns.sinkhorn_newton_sparse(a, b, M, 1e-3, stopThr=1e-11)
+    P, log = pot_sns.sinkhorn_newton_sparse(*to_torch(device, np.float64, a, b, M), 1e-3,
+                                            log=True, stopThr=1e-11)
+    assert log["status"] == "converged" and 1.0 in log["density"]
+    np.testing.assert_allclose(host(P), P0, rtol=0, atol=1e-11)
+
+
 # ----------------------------------------------------------------------------
 # the fused CUDA kernels, run on the CPU
 
