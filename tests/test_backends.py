@@ -183,9 +183,15 @@ def test_make_kernel_picks_the_backend_kernel(problem):
     assert type(make_kernel(ot.backend.get_backend(M), M, 1.0)) is NumpyKernel
     if torch is not None:
         from pot_sns.sparse.torch import TorchKernel
+        from pot_sns.sparse.torch_cpu import TorchCPUKernel
 
         Mt = torch.tensor(M)
-        assert type(make_kernel(ot.backend.get_backend(Mt), Mt, 1.0)) is TorchKernel
+        k = make_kernel(ot.backend.get_backend(Mt), Mt, 1.0)
+        # CPU tensors: the numpy kernel on their memory, no copy of M
+        assert type(k) is TorchCPUKernel and np.shares_memory(k._k.M, Mt.numpy())
+        if HAS_CUDA:
+            Mg = Mt.cuda()
+            assert type(make_kernel(ot.backend.get_backend(Mg), Mg, 1.0)) is TorchKernel
     if cupy is not None:
         from pot_sns.sparse.cupy import CupyKernel
 
@@ -277,9 +283,17 @@ def test_torch_dense_block_past_dense_density(problem, device, dtype, monkeypatc
 
 @needs_torch
 @pytest.mark.parametrize("device", DEVICES)
-def test_torch_solve_with_dense_hessian_equals_numpy(problem, device):
+@pytest.mark.parametrize("kernel", ["default", "TorchKernel"])
+def test_torch_solve_with_dense_hessian_equals_numpy(problem, device, kernel, monkeypatch):
+    """On the CPU the default is the numpy kernel on the tensors' memory; the
+    torch kernel (CUDA's) is forced here too, so that it is tested on CPU."""
+    from pot_sns.sparse.torch import TorchKernel
+
     a, b, M = problem(400, 300, seed=21)
     P0 = pot_sns.sinkhorn_newton_sparse(a, b, M, 1e-3, stopThr=1e-11)
+    if kernel == "TorchKernel":
+        monkeypatch.setattr(pot_sns.api, "make_kernel",
+                            lambda nx, M, reg, *args: TorchKernel(nx, M, reg, *args))
     P, log = pot_sns.sinkhorn_newton_sparse(*to_torch(device, np.float64, a, b, M), 1e-3,
                                             log=True, stopThr=1e-11)
     assert log["status"] == "converged" and 1.0 in log["density"]

@@ -34,9 +34,12 @@ def make_kernel(nx, M, reg, bin_width=0.5, n_bins=120):
     if name == "torch":
         try:
             from .torch import TorchKernel
+            from .torch_cpu import DTYPES, TorchCPUKernel
         except ImportError:
             pass
         else:
+            if M.device.type == "cpu" and M.dtype in DTYPES:
+                return TorchCPUKernel(nx, M, reg, bin_width, n_bins)
             return TorchKernel(nx, M, reg, bin_width, n_bins)
     if name == "cupy":
         try:
