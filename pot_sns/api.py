@@ -191,11 +191,27 @@ def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose
     return (res, out) if log else res
 
 
+def solve_checked(p, verbose=False, warn=True):
+    """Solve a one-histogram problem ``p`` that
+    :func:`pot_sns.validation.check_problem` has validated already (the entry
+    of ``ot.solve(..., method="sns")``, so that its inputs are not checked a
+    second time). Returns the plan and the log of
+    :func:`sinkhorn_newton_sparse`."""
+    nx, a, b, M, reg, _ = _promote(p)
+    return _solve_one(nx, a, b, M, reg, p.options, p.numItermax, p.stopThr, verbose, warn,
+                      p.warmstart)
+
+
 def _prepare(a, b, M, reg, numItermax, stopThr, warmstart):
     """Validate and convert the inputs to one backend and compute dtype."""
     # every check, cheapest first, before any heavy work; lists and []/None
     # weights come back as arrays of one backend
-    p = validation.check_problem(a, b, M, reg, numItermax, stopThr, warmstart)
+    return _promote(validation.check_problem(a, b, M, reg, numItermax, stopThr, warmstart))
+
+
+def _promote(p):
+    """The arrays of a checked problem, detached, in POT's common dtype; and
+    the caller's own arrays."""
     nx, a, b, M, reg = p.nx, p.a, p.b, p.M, p.reg
     given = (M, a, b)  # the caller's arrays, which may record gradients
     M, a, b = nx.detach(M, a, b)

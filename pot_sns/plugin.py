@@ -26,7 +26,7 @@ import warnings
 from ot.utils import OTResult
 
 from . import implicit, validation
-from .api import sinkhorn_newton_sparse, sinkhorn_newton_sparse2
+from .api import sinkhorn_newton_sparse, sinkhorn_newton_sparse2, solve_checked
 
 #: Method names that select SNS (compared case-insensitively).
 SNS_METHODS = ("sns", "sinkhorn_newton_sparse")
@@ -215,9 +215,7 @@ def solve_sns(M, a=None, b=None, reg=None, c=None, reg_type="KL", unbalanced=Non
     M0, a0, b0 = p.M, p.a, p.b  # the caller's arrays, which may require gradients
     M, a, b = nx.detach(M0, a0, b0)
 
-    plan, log = sinkhorn_newton_sparse(a, b, M, reg, numItermax=n_iter, stopThr=tol,
-                                       verbose=verbose, log=True, warn=True,
-                                       warmstart=potentials_init)
+    plan, log = solve_checked(p, verbose=verbose, warn=True)
     potentials = (log["log_u"], log["log_v"])
 
     if grad == "last_step":

@@ -245,13 +245,13 @@ def test_names_of_solve_arguments_in_messages():
 def test_defaults_and_budget_passed_to_sns(monkeypatch):
     a, b, M = make_problem(8, 7, seed=7)
     calls = []
-    real = plugin.sinkhorn_newton_sparse
+    real = plugin.solve_checked
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
+    def spy(p, **kwargs):
+        calls.append({"numItermax": p.numItermax, "stopThr": p.stopThr})
+        return real(p, **kwargs)
 
-    monkeypatch.setattr(plugin, "sinkhorn_newton_sparse", spy)
+    monkeypatch.setattr(plugin, "solve_checked", spy)
     ot.solve(M, a, b, reg=0.1, method="sns")
     assert calls[-1]["numItermax"] == 1000 and calls[-1]["stopThr"] == 1e-9
     with warnings.catch_warnings():
@@ -260,6 +260,20 @@ def test_defaults_and_budget_passed_to_sns(monkeypatch):
         assert calls[-1]["numItermax"] == 17 and calls[-1]["stopThr"] == 1e-5
         ot.solve(M, a, b, reg=0.1, method="sns", max_iter=17, grad="last_step")
     assert calls[-1]["numItermax"] == 16  # as POT: one step is left for last_step
+
+
+def test_solve_validates_its_inputs_once(monkeypatch):
+    """ot.solve checks the problem (an O(nm) pass over M) once, not again in
+    the solver it calls."""
+    from pot_sns import validation
+
+    a, b, M = make_problem(8, 7, seed=7)
+    seen = []
+    real = validation.check_problem
+    monkeypatch.setattr(validation, "check_problem",
+                        lambda *args, **kw: seen.append(1) or real(*args, **kw))
+    res = ot.solve(M, a, b, reg=0.1, method="sns")
+    assert len(seen) == 1 and res.status == "converged"
 
 
 def test_max_iter_and_tol_honoured():
