@@ -121,6 +121,21 @@ def _spread(trace_errs, wall, niters):
     return [(wall * k / last, e) for k, e in zip(niters, trace_errs)]
 
 
+def _walls(call, repeat, budget):
+    """Wall times of up to ``repeat`` calls of ``call`` (returning a
+    :class:`Run`), fewer once they exceed ``budget`` in all; a failed or
+    killed call ends the series."""
+    walls = []
+    for _ in range(repeat):
+        if sum(walls) > budget:
+            break
+        out = call()
+        if out.status in ("failed", "killed"):
+            break
+        walls.append(out.wall)
+    return walls
+
+
 # ---------------------------------------------------------------- runners
 def _error(exc):
     text = str(exc).splitlines()[0] if str(exc) else ""
@@ -206,14 +221,7 @@ class Runner:
         def calls():
             if wall < WARM_UP_BELOW:
                 self._run(prob, tol, max_iter)
-            walls = []
-            for _ in range(repeat):
-                if sum(walls) > budget:
-                    break
-                out = self._run(prob, tol, max_iter)
-                if out.status == "failed":
-                    break
-                walls.append(out.wall)
+            walls = _walls(lambda: self._run(prob, tol, max_iter), repeat, budget)
             return Run(None, sum(walls), len(walls), "stopped", info={"walls": walls})
 
         if self.timeout is not None and self.device.host:
@@ -467,15 +475,7 @@ class OTT(Runner):
 
     def timed(self, prob, tol, max_iter, repeat, budget, wall):
         # the worker is warm (and compiled) already
-        walls = []
-        for _ in range(repeat):
-            if sum(walls) > budget:
-                break
-            out = self.run(prob, tol, max_iter)
-            if out.status in ("failed", "killed"):
-                break
-            walls.append(out.wall)
-        return walls
+        return _walls(lambda: self.run(prob, tol, max_iter), repeat, budget)
 
     def run(self, prob, tol, max_iter):
         # compilation and transfers are not timed but take time: a generous limit
