@@ -15,7 +15,7 @@ import numpy as np
 import ot
 
 import pot_sns
-from pot_sns.sparse import make_kernel
+from pot_sns.kernels import make_kernel
 
 
 def backends():

@@ -7,7 +7,7 @@ from ot.utils import list_to_array
 
 from . import implicit, validation
 from .solver import solve
-from .sparse import make_kernel
+from .kernels import make_kernel
 
 NOT_CONVERGED = (
     "Sinkhorn did not converge. You might want to "

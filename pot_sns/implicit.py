@@ -24,7 +24,7 @@ import math
 import warnings
 
 from .solver import _eps_of, _newton_direction
-from .sparse.base import DenseBlock
+from .kernels.base import DenseBlock
 
 
 def linear_loss_gradients(nx, M, P, reg, rtol=None, maxiter=None):

@@ -80,7 +80,7 @@ def solve(kernel, a, b, opts, numItermax=1000, stopThr=1e-9, warmstart=None,
 
     Parameters
     ----------
-    kernel : pot_sns.sparse.DenseKernel
+    kernel : pot_sns.kernels.DenseKernel
         Backend kernel holding ``M`` and ``reg``.
     a, b : array-like, shapes (n,), (m,)
         Positive weights with equal mass, in the kernel's backend and dtype.

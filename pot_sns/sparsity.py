@@ -11,7 +11,7 @@ def pick_threshold(hist, top, bin_width, budget, max_nnz):
     Parameters
     ----------
     hist : tuple of ndarray
-        ``(counts, mass)`` per bin of ``log P`` (see :mod:`pot_sns.sparse.base`).
+        ``(counts, mass)`` per bin of ``log P`` (see :mod:`pot_sns.kernels.base`).
     top : float
         Upper edge of bin 0, in log-plan units.
     bin_width : float

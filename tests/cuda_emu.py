@@ -1,4 +1,4 @@
-"""Run the CUDA source of :mod:`pot_sns.sparse.fused` on a CPU.
+"""Run the CUDA source of :mod:`pot_sns.kernels.fused` on a CPU.
 
 The kernels are written in the common subset of CUDA C++ and C, so they
 compile with a C compiler once a few CUDA names are defined: a block runs as
@@ -17,7 +17,7 @@ import subprocess
 
 import numpy as np
 
-from pot_sns.sparse.fused import build_source
+from pot_sns.kernels.fused import build_source
 
 PRELUDE = r"""
 #include <math.h>
@@ -108,7 +108,7 @@ def _wrappers(sigs):
 
 
 class EmulatedLauncher:
-    """``launcher(name, grid, args)`` for :class:`pot_sns.sparse.fused.FusedKernel`
+    """``launcher(name, grid, args)`` for :class:`pot_sns.kernels.fused.FusedKernel`
     that runs the kernels on the CPU.
 
     Parameters

@@ -16,8 +16,8 @@ import scipy.sparse as sp
 
 import pot_sns
 import pot_sns.api
-from pot_sns.sparse import DenseKernel, fused, make_kernel
-from pot_sns.sparse.numpy import NumpyKernel
+from pot_sns.kernels import DenseKernel, fused, make_kernel
+from pot_sns.kernels.numpy import NumpyKernel
 
 
 def _torch():
@@ -182,8 +182,8 @@ def test_make_kernel_picks_the_backend_kernel(problem):
     _, _, M = problem(5, 4)
     assert type(make_kernel(ot.backend.get_backend(M), M, 1.0)) is NumpyKernel
     if torch is not None:
-        from pot_sns.sparse.torch import TorchKernel
-        from pot_sns.sparse.torch_cpu import TorchCPUKernel
+        from pot_sns.kernels.torch import TorchKernel
+        from pot_sns.kernels.torch_cpu import TorchCPUKernel
 
         Mt = torch.tensor(M)
         k = make_kernel(ot.backend.get_backend(Mt), Mt, 1.0)
@@ -193,7 +193,7 @@ def test_make_kernel_picks_the_backend_kernel(problem):
             Mg = Mt.cuda()
             assert type(make_kernel(ot.backend.get_backend(Mg), Mg, 1.0)) is TorchKernel
     if cupy is not None:
-        from pot_sns.sparse.cupy import CupyKernel
+        from pot_sns.kernels.cupy import CupyKernel
 
         Mc = cupy.asarray(M)
         assert type(make_kernel(ot.backend.get_backend(Mc), Mc, 1.0)) is CupyKernel
@@ -204,7 +204,7 @@ def test_make_kernel_picks_the_backend_kernel(problem):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("block", ["csr", "scatter"])
 def test_torch_kernel_matches_numpy_kernel(problem, device, dtype, block, monkeypatch):
-    from pot_sns.sparse import torch as tk
+    from pot_sns.kernels import torch as tk
 
     _, _, M = problem(41, 29, seed=3)
     M = M.astype(dtype)
@@ -222,7 +222,7 @@ def test_torch_kernel_matches_numpy_kernel(problem, device, dtype, block, monkey
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_torch_sparse_blocks_match_dense_products(device, dtype):
-    from pot_sns.sparse.torch import TorchCSRBlock, TorchScatterBlock
+    from pot_sns.kernels.torch import TorchCSRBlock, TorchScatterBlock
 
     rng = np.random.default_rng(4)
     n, m = 23, 31
@@ -253,7 +253,7 @@ def test_torch_sparse_blocks_match_dense_products(device, dtype):
 def test_torch_dense_block_past_dense_density(problem, device, dtype, monkeypatch):
     """Many kept entries stay in the plan buffer (zeroed below tau), with the
     products of the masked plan; few give a sparse block."""
-    from pot_sns.sparse.torch import TorchDenseBlock, TorchKernel
+    from pot_sns.kernels.torch import TorchDenseBlock, TorchKernel
 
     a, b, M = problem(300, 250, seed=5)
     u, v = (x.astype(dtype) for x in random_potentials(300, 250, 3))
@@ -287,7 +287,7 @@ def test_torch_dense_block_past_dense_density(problem, device, dtype, monkeypatc
 def test_torch_solve_with_dense_hessian_equals_numpy(problem, device, kernel, monkeypatch):
     """On the CPU the default is the numpy kernel on the tensors' memory; the
     torch kernel (CUDA's) is forced here too, so that it is tested on CPU."""
-    from pot_sns.sparse.torch import TorchKernel
+    from pot_sns.kernels.torch import TorchKernel
 
     a, b, M = problem(400, 300, seed=21)
     P0 = pot_sns.sinkhorn_newton_sparse(a, b, M, 1e-3, stopThr=1e-11)
@@ -306,7 +306,7 @@ def test_torch_solve_with_dense_hessian_equals_numpy(problem, device, kernel, mo
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory):
-    """Launchers running the CUDA source of pot_sns.sparse.fused as C on the CPU."""
+    """Launchers running the CUDA source of pot_sns.kernels.fused as C on the CPU."""
     import cuda_emu
 
     if cuda_emu.compiler() is None:
@@ -547,7 +547,7 @@ def test_jax_uses_the_dense_fallback(problem):
 @needs_cupy
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_cupy_kernel_matches_numpy_kernel(problem, dtype):
-    from pot_sns.sparse.cupy import CupyKernel
+    from pot_sns.kernels.cupy import CupyKernel
 
     _, _, M = problem(300, 170, seed=15)  # several blocks of 16 rows, 256 threads
     M = M.astype(dtype)

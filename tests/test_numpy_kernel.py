@@ -9,8 +9,8 @@ import ot
 import pytest
 
 import pot_sns
-import pot_sns.sparse.numpy as npk
-from pot_sns.sparse.numpy import NumpyKernel
+import pot_sns.kernels.numpy as npk
+from pot_sns.kernels.numpy import NumpyKernel
 from problems import make_problem
 
 REG = 1e-2

@@ -107,7 +107,7 @@ def passes_per_newton(prob, stopThr=1e-9, **options):
 
     from ..options import SNSOptions
     from ..solver import solve
-    from ..sparse import make_kernel
+    from ..kernels import make_kernel
 
     opts = SNSOptions.from_kwargs(options)
     nx = ot.backend.get_backend(prob.M)

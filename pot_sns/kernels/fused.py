@@ -20,7 +20,7 @@ one write).
 
 :class:`FusedKernel` is written over an array module ``xp`` (cupy), a sparse
 module (``cupyx.scipy.sparse``) and a launcher that runs a kernel of the
-source by name; :mod:`pot_sns.sparse.cupy` binds them to CuPy. Keeping those
+source by name; :mod:`pot_sns.kernels.cupy` binds them to CuPy. Keeping those
 three pluggable lets the tests run the very same CUDA source and driver on
 a CPU (``tests/cuda_emu.py`` compiles the source as C with a thread per CUDA
 thread), where no GPU is available.

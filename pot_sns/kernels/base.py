@@ -73,6 +73,12 @@ class DenseKernel:
     """
 
     name = "dense"
+    #: default cap on the kept fraction of the plan (``SNSOptions.max_density=None``):
+    #: this kernel copies every kept entry into a masked dense block
+    max_density = 0.25
+    #: kept fraction from which ``select(0)`` (the whole plan) is the cheaper
+    #: Hessian block; None: never
+    dense_density = None
 
     def __init__(self, nx, M, reg, bin_width=0.5, n_bins=120):
         self.nx = nx

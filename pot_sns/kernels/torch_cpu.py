@@ -45,7 +45,7 @@ class _Block:
 
 
 class TorchCPUKernel:
-    """The :class:`~pot_sns.sparse.numpy.NumpyKernel` contract for CPU
+    """The :class:`~pot_sns.kernels.numpy.NumpyKernel` contract for CPU
     tensors (float32 or float64), computed by a numpy kernel on their memory.
 
     Parameters

@@ -1,7 +1,7 @@
 """cupy kernel: the fused CUDA passes of :mod:`.fused` and a cupyx CSR block.
 
 Importing this module needs cupy (``pip install pot_sns[gpu]``); without it
-:func:`pot_sns.sparse.make_kernel` never gets here, since POT only reports
+:func:`pot_sns.kernels.make_kernel` never gets here, since POT only reports
 the cupy backend for cupy arrays.
 """
 
