@@ -6,6 +6,7 @@ import numpy as np
 from ot.utils import list_to_array
 
 from . import implicit, validation
+from .objective import BalancedObjective
 from .solver import solve
 from .kernels import make_kernel
 
@@ -243,7 +244,8 @@ def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warms
     # the weights may differ in mass by a rounding error: solve the balanced problem
     Bs = Bs * (nx.sum(As) / nx.sum(Bs))
     kernel = make_kernel(nx, Ms, reg, opts.bin_width, opts.n_bins)
-    res = solve(kernel, As, Bs, opts, numItermax, stopThr, ws, verbose)
+    res = solve(kernel, BalancedObjective(nx, As, Bs, reg), opts, numItermax, stopThr, ws,
+                verbose)
     P = res.P if res.P is not None else kernel.plan(res.u, res.v)
     log_u, log_v = res.u, res.v
     if not full:

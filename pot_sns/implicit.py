@@ -23,7 +23,7 @@ preconditioned CG (one solve, two dense mat-vecs per iteration).
 import math
 import warnings
 
-from .solver import _eps_of, _newton_direction
+from .newton import machine_eps, newton_direction
 from .kernels.base import DenseBlock
 
 
@@ -66,7 +66,7 @@ def linear_loss_gradients(nx, M, P, reg, rtol=None, maxiter=None):
            [0.036165, 0.463835]])
     """
     n, m = P.shape
-    eps = _eps_of(nx, P)
+    eps = machine_eps(nx, P)
     if rtol is None:
         rtol = max(1e-10, 100 * eps)
     if maxiter is None:
@@ -77,7 +77,7 @@ def linear_loss_gradients(nx, M, P, reg, rtol=None, maxiter=None):
     mass = float(nx.sum(r))
     # the smallest shift that keeps CG away from the null direction (1, -1)
     shift = eps * mass / max(n, m)
-    alpha, beta, _, status = _newton_direction(
+    alpha, beta, _, status = newton_direction(
         nx, DenseBlock(nx, P, n * m), r, c, wr, wc, shift, rtol, maxiter, n <= m, eps)
     if status != "converged" or not all(
             math.isfinite(float(nx.sum(x))) for x in (alpha, beta)):

@@ -321,7 +321,7 @@ def test_pcg_reports_breakdown_on_indefinite_operator():
 
 
 def test_non_ascent_direction_is_recovered(monkeypatch, problem):
-    real = pot_sns.solver._newton_direction
+    real = pot_sns.solver.newton_direction
     calls = []
 
     def wrong_way(*args, **kw):
@@ -329,7 +329,7 @@ def test_non_ascent_direction_is_recovered(monkeypatch, problem):
         calls.append(1)
         return (-du, -dv, it, status) if len(calls) <= 2 else (du, dv, it, status)
 
-    monkeypatch.setattr(pot_sns.solver, "_newton_direction", wrong_way)
+    monkeypatch.setattr(pot_sns.solver, "newton_direction", wrong_way)
     a, b, M = problem(60, 50, seed=3)
     P, log = pot_sns.sinkhorn_newton_sparse(a, b, M, 1e-3, log=True)
     assert _reasons(log)["not_ascent"] == 2

@@ -1,0 +1,141 @@
+"""Dual objectives driven by the SNS iteration (:mod:`pot_sns.solver`).
+
+Potentials are kept in units of ``reg`` (``u = f / reg``, ``v = g / reg``,
+sinkhorn_log's ``log_u``, ``log_v``) and the plan is always
+``P_ij = exp(u_i + v_j - M_ij / reg)``: the kernels compute its row sums
+``r = P 1`` and column sums ``c = P^T 1``. Every objective is a concave dual
+of the form
+
+.. math::
+    D(u, v) = \\psi_a(u) + \\psi_b(v) - \\sum_{ij} P_{ij}
+
+(divided by ``reg``), so that
+
+- its gradient is ``(t_a(u) - r, t_b(v) - c)`` with the *targets*
+  ``t_a = psi_a'`` and ``t_b = psi_b'``: the marginals the plan must have;
+- its negative Hessian is ``[[diag(r + h_a), P], [P^T, diag(c + h_b)]]``
+  with the *curvatures* ``h_a = -psi_a''``, ``h_b = -psi_b''`` (zero for
+  the balanced dual, whose marginals are fixed);
+- a Sinkhorn half-sweep maximises ``D`` in ``u`` exactly, given
+  ``lse_i = log sum_j exp(v_j - M_ij / reg)``.
+
+The solver only calls the methods of :class:`Objective`, so the balanced dual
+(here) and the unbalanced ones (:mod:`pot_sns.unbalanced`) share one Newton
+loop.
+"""
+
+import math
+
+
+class Objective:
+    """The contract of a dual objective (balanced: :class:`BalancedObjective`).
+
+    Attributes
+    ----------
+    nx : ot.backend.Backend
+        Backend of the arrays.
+    reg : float
+        Regularization the objective is written for.
+    mass : float
+        Scale of the marginals (tolerances and sparsity budgets are relative
+        to it).
+    top : float
+        Log of an upper bound of the plan's entries near the optimum (top edge
+        of the threshold histogram, see :mod:`pot_sns.sparsity`).
+    """
+
+    nx = None
+    reg = None
+    mass = 1.0
+    top = 0.0
+
+    def start(self):
+        """Initial potentials ``(u, v)`` without a warm start."""
+        raise NotImplementedError
+
+    def at_reg(self, reg):
+        """The same objective at regularization ``reg`` (epsilon scaling)."""
+        raise NotImplementedError
+
+    def rescale(self, u, v, ratio):
+        """Potentials at ``self.reg`` from those at ``ratio * self.reg``
+        (the same dual potentials ``f, g`` in the new units)."""
+        raise NotImplementedError
+
+    def row_update(self, lse):
+        """The ``u`` maximising ``D`` given ``lse_i = log sum_j e^(v_j - M_ij/reg)``."""
+        raise NotImplementedError
+
+    def col_update(self, lse):
+        """The ``v`` maximising ``D`` given ``lse_j = log sum_i e^(u_i - M_ij/reg)``."""
+        raise NotImplementedError
+
+    def row_target(self, u):
+        """``t_a(u)``: the row sums the plan must have at ``u``."""
+        raise NotImplementedError
+
+    def col_target(self, v):
+        """``t_b(v)``: the column sums the plan must have at ``v``."""
+        raise NotImplementedError
+
+    def curvature(self, u, v):
+        """``(h_a, h_b)``, the marginal terms of the negative Hessian's
+        diagonal, or ``(None, None)`` when both are zero."""
+        raise NotImplementedError
+
+    def gain(self, u, v, du, dv, t):
+        """``psi_a(u + t du) + psi_b(v + t dv) - psi_a(u) - psi_b(v)``,
+        computed without cancellation."""
+        raise NotImplementedError
+
+
+class BalancedObjective(Objective):
+    """The dual of balanced entropic OT: ``psi_a(u) = <u, a>``.
+
+    Its targets are the weights themselves and its curvature is zero; the
+    negative Hessian is singular along ``(1, -1)`` (the solver shifts it).
+
+    Parameters
+    ----------
+    nx : ot.backend.Backend
+        Backend of the weights.
+    a, b : array-like, shapes (n,), (m,)
+        Positive weights of equal mass.
+    reg : float
+        Regularization.
+    """
+
+    def __init__(self, nx, a, b, reg):
+        self.nx, self.a, self.b, self.reg = nx, a, b, reg
+        self.loga, self.logb = nx.log(a), nx.log(b)
+        self.mass = float(nx.sum(a))
+        self.top = math.log(max(float(nx.max(a)), float(nx.max(b))))
+
+    def start(self):
+        return self.a * 0, self.b * 0
+
+    def at_reg(self, reg):
+        # the weights' terms do not depend on reg: the same object serves
+        return self
+
+    def rescale(self, u, v, ratio):
+        return u * ratio, v * ratio
+
+    def row_update(self, lse):
+        return self.loga - lse
+
+    def col_update(self, lse):
+        return self.logb - lse
+
+    def row_target(self, u):
+        return self.a
+
+    def col_target(self, v):
+        return self.b
+
+    def curvature(self, u, v):
+        return None, None
+
+    def gain(self, u, v, du, dv, t):
+        nx = self.nx
+        return t * (float(nx.dot(du, self.a)) + float(nx.dot(dv, self.b)))
