@@ -134,6 +134,24 @@ def newton_direction(nx, S, r, c, ga, gb, shift, rtol, maxiter, rows_first, eps)
         CG iterations done.
     status : str
         CG status (``"converged"``, ``"maxiter"`` or ``"breakdown"``).
+
+    Examples
+    --------
+    With every entry kept, the direction solves the shifted Newton system:
+
+    >>> import numpy as np
+    >>> from ot.backend import get_backend
+    >>> from pot_sns.kernels.base import DenseBlock
+    >>> from pot_sns.newton import newton_direction
+    >>> P = np.array([[.3, .1], [.1, .5]])
+    >>> r, c = P.sum(1), P.sum(0)
+    >>> ga, gb = np.array([.1, -.1]), np.array([-.05, .05])
+    >>> nx = get_backend(P)
+    >>> du, dv, it, status = newton_direction(nx, DenseBlock(nx, P, 4), r, c, ga, gb,
+    ...                                       1e-9, 1e-12, 10, True, 2.2e-16)
+    >>> H = np.block([[np.diag(r), P], [P.T, np.diag(c)]]) + 1e-9 * np.eye(4)
+    >>> status, np.allclose(H @ np.concatenate([du, dv]), np.concatenate([ga, gb]))
+    ('converged', True)
     """
     # floors relative to the shift (> 0): the weights' scale is arbitrary
     tiny = shift * eps

@@ -138,7 +138,28 @@ def solve(kernel, objective, opts, numItermax=1000, stopThr=1e-9, warmstart=None
 
     Returns
     -------
-    SolverResult
+    result : SolverResult
+        Potentials ``u``, ``v``, the plan ``P`` when the kernel holds it,
+        the error, the status and the diagnostics of the log.
+
+    Examples
+    --------
+    The balanced problem of :func:`pot_sns.sinkhorn_newton_sparse`, driven
+    by hand:
+
+    >>> import numpy as np
+    >>> from ot.backend import get_backend
+    >>> from pot_sns import SNSOptions
+    >>> from pot_sns.kernels import make_kernel
+    >>> from pot_sns.objective import BalancedObjective
+    >>> from pot_sns.solver import solve
+    >>> M = np.array([[0., 1.], [1., 0.]])
+    >>> a = b = np.array([.5, .5])
+    >>> nx = get_backend(M)
+    >>> res = solve(make_kernel(nx, M, 1.0), BalancedObjective(nx, a, b, 1.0), SNSOptions())
+    >>> res.status, np.round(np.exp(res.u[:, None] + res.v[None, :] - M), 8)
+    ('converged', array([[0.36552929, 0.13447071],
+           [0.13447071, 0.36552929]]))
     """
     run = Run(kernel, objective, opts, numItermax, stopThr, verbose)
     with kernel.errstate():
