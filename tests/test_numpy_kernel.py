@@ -130,3 +130,119 @@ def test_masses_beyond_float32_keep_the_float64_hessian(scale):
                                              stopThr=1e-11 * scale)
     assert log["status"] == "converged" and 1.0 in log["density"]
     np.testing.assert_allclose(Ps / scale, P, rtol=0, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------
+# no subnormal numbers on the hot path (oracle: np.exp in float64 and float32)
+
+
+def subnormal(x):
+    x = np.abs(np.asarray(x))
+    return int(np.count_nonzero((x > 0) & (x < np.finfo(x.dtype).tiny)))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_exp_flushed_is_exp_with_underflow_to_zero(dtype):
+    tiny = np.finfo(dtype).tiny
+    lo = np.log(tiny) + npk.LOG_FLUSH
+    L = np.linspace(2 * np.log(tiny), 0.0, 4001).astype(dtype)
+    L[[3, 17]] = [np.nan, -np.inf]
+    want = np.exp(L.astype(np.float64))
+    out = np.empty_like(L)
+    got = npk.exp_flushed(L.copy(), out, lo, np.empty(L.shape, bool))
+    assert subnormal(got) == 0 and np.isnan(got[3]) and got[17] == 0
+    ok = ~np.isnan(L)
+    above = ok & (L > lo)
+    np.testing.assert_allclose(got[above], want[above], rtol=4 * np.finfo(dtype).eps, atol=0)
+    assert np.all(got[ok & (L <= lo)] == 0)
+    # blocks with every logit above lo take the plain exp: same values
+    hi = L[above][L[above] > lo + 1]
+    np.testing.assert_array_equal(npk.exp_flushed(hi.copy(), np.empty_like(hi), lo, None),
+                                  np.exp(hi))
+
+
+def test_no_subnormals_in_the_plan_its_float32_copy_or_its_rescalings():
+    a, b, M = make_problem(300, 200, seed=9)
+    reg = 2e-4  # logits far below log(tiny): most entries underflow
+    nx = ot.backend.get_backend(M)
+    k = NumpyKernel(nx, M, reg)
+    # P_ij <= a_i b_j, the largest entry of each column near it
+    u, v = np.log(a), (M / reg).min(0) + np.log(b)
+    k.evaluate(u, v, 0.0)
+    K = k.P
+    want = np.exp(u[:, None] + v[None, :] - M / reg)
+    assert subnormal(want) > 0 and subnormal(K) == 0
+    # logits near -700 carry a relative rounding of 700 eps
+    np.testing.assert_allclose(K, want, rtol=1e-12, atol=np.finfo(float).tiny * np.exp(4.0))
+    # a rescaling that pushes entries below the normal range flushes them
+    du = np.linspace(0.0, -50.0, M.shape[0])  # within the drift: no exp pass
+    k.evaluate(u + du, v, 0.0)
+    k._materialize(u + du, v)
+    assert k.passes["rescale"] == 1 and subnormal(k._K) == 0
+    # the float32 copy
+    k._rmax = 1.0
+    assert subnormal(k._single()) == 0
+    assert subnormal(np.asarray(k._K, np.float32)) > 0  # a plain cast would have some
+
+
+def test_float32_block_squares_have_no_subnormals_and_match():
+    _, _, M = make_problem(300, 200, seed=10)
+    u, v = potentials(M, 6)  # entries from about 1 down past float32's range
+    k = kernel_at(M, u, v)
+    k._rmax = 1.0
+    S = k.select(0.0)
+    assert S.S.dtype == np.float32 and subnormal(S.S) == 0
+    assert subnormal(S.S.astype(np.float32) ** 2) > 0  # what the flush avoids
+    assert subnormal(S._squares(0)) == 0
+    P = plan(M, u, v)
+    x = np.random.default_rng(0).random(M.shape[1])
+    want = (P * P) @ x
+    np.testing.assert_allclose(S.sq_matvec(x), want, rtol=1e-5, atol=0)
+
+
+# ----------------------------------------------------------------------------
+# BLAS threads capped at the idle cores (oracle: threadpoolctl's own report)
+
+
+def test_solve_caps_blas_threads_at_the_idle_cores_and_restores_them(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl", reason="threadpoolctl is optional")
+    from pot_sns.kernels import threads
+
+    def blas_counts():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_counts()
+        monkeypatch.setattr(threads, "idle_cores", lambda: 1)
+        k = NumpyKernel(ot.backend.NumpyBackend(), np.zeros((600, 600)), REG)
+        with k.errstate():
+            assert blas_counts() == [1] * len(before)
+        assert blas_counts() == before
+        # small solves never ask: BLAS does not thread their mat-vecs anyway
+        small = NumpyKernel(ot.backend.NumpyBackend(), np.zeros((50, 50)), REG)
+        with small.errstate():
+            assert blas_counts() == before
+
+
+def test_idle_cores_counts_other_busy_processes():
+    import subprocess
+    import sys
+
+    from pot_sns.kernels import threads
+
+    if threads._runnable_others() is None:
+        pytest.skip("no /proc/loadavg on this platform")
+    quiet = threads._runnable_others()
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        import time
+
+        time.sleep(0.3)
+        loaded = max(threads._runnable_others() for _ in range(5))
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    # other agents may come and go, but two spinning processes are runnable
+    assert loaded >= 2 and threads.idle_cores() >= 1 and quiet >= 0

@@ -2,9 +2,37 @@
 
 This package is the only place that knows about a concrete array library.
 :func:`make_kernel` picks the kernel that fits POT's backend ``nx``.
+
+The contract (:class:`~pot_sns.kernels.base.Kernel`, written in code there):
+
+- fields ``nx``, ``M``, ``reg``, ``shape``, ``bin_width``, ``n_bins``,
+  ``name``, ``max_density`` (default cap on the kept fraction),
+  ``dense_density`` (kept fraction from which the whole plan is the cheaper
+  Hessian block, or None), ``passes`` (passes over n-by-m arrays by kind)
+  and ``P`` (the plan at the last evaluated potentials);
+- ``row_lse(v)``, ``col_lse(u)``: the log-sum-exp half-sweeps of Sinkhorn;
+- ``evaluate(u, v, top, hist=True) -> (r, c, hist)``: the plan's row and
+  column sums and the host histogram ``(counts, mass)`` of ``log P``;
+- ``select(tau)``: the entries ``P_ij >= tau`` as a
+  :class:`~pot_sns.kernels.base.HessianBlock` (``matvec``, ``rmatvec``,
+  ``sq_matvec``, ``sq_rmatvec``, ``nnz``);
+- ``plan(u, v)``, ``errstate()``, ``at_reg(reg)``.
+
+Kernels, all direct subclasses of ``Kernel``:
+
+- :class:`~pot_sns.kernels.numpy.NumpyKernel` (numpy; the plan kept in
+  kernel form, BLAS mat-vecs, scipy CSR blocks);
+- :class:`~pot_sns.kernels.torch_cpu.TorchCPUKernel` (torch CPU tensors: an
+  adapter that runs a ``NumpyKernel`` on the tensors' memory);
+- :class:`~pot_sns.kernels.torch.TorchKernel` (torch on CUDA, and CPU
+  dtypes numpy lacks);
+- :class:`~pot_sns.kernels.cupy.CupyKernel`, a
+  :class:`~pot_sns.kernels.fused.FusedKernel` (fused CUDA passes);
+- :class:`~pot_sns.kernels.base.DenseKernel` (``nx`` operations only: jax,
+  tensorflow).
 """
 
-from .base import DenseKernel
+from .base import DenseKernel, HessianBlock, Kernel
 
 
 def make_kernel(nx, M, reg, bin_width=0.5, n_bins=120):
@@ -23,8 +51,8 @@ def make_kernel(nx, M, reg, bin_width=0.5, n_bins=120):
 
     Returns
     -------
-    kernel : DenseKernel
-        A :class:`DenseKernel` or a backend-specific subclass.
+    kernel : Kernel
+        The backend's kernel, or the generic :class:`DenseKernel`.
     """
     name = nx.__name__
     if name == "numpy":
@@ -51,4 +79,4 @@ def make_kernel(nx, M, reg, bin_width=0.5, n_bins=120):
     return DenseKernel(nx, M, reg, bin_width, n_bins)
 
 
-__all__ = ["make_kernel", "DenseKernel"]
+__all__ = ["make_kernel", "Kernel", "HessianBlock", "DenseKernel"]

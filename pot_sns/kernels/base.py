@@ -1,29 +1,15 @@
-"""Generic kernel over POT's backend ``nx``: correct everywhere, dense, slower.
+"""The kernel contract (:class:`Kernel`, :class:`HessianBlock`) and the
+generic kernel over POT's backend ``nx`` (:class:`DenseKernel`).
 
-Backend-specific kernels (numpy, torch, cupy) subclass :class:`DenseKernel`
-and override the passes they can do faster. The contract, used by
-:mod:`pot_sns.solver`:
-
-- ``row_lse(v)``: ``logsumexp_j(v_j - M_ij / reg)``, shape ``(n,)``;
-- ``col_lse(u)``: ``logsumexp_i(u_i - M_ij / reg)``, shape ``(m,)``;
-- ``evaluate(u, v, top)``: forms the plan ``P = exp(u_i + v_j - M_ij/reg)``
-  in the kernel's buffer and returns its row sums, column sums and a host
-  (numpy) histogram ``(counts, mass)`` of ``log P`` in bins of width
-  ``bin_width`` below ``top`` (bin ``k`` holds ``top - (k+1)w < log P <=
-  top - k w``; the last bin holds everything lower);
-- ``select(tau)``: the entries ``P_ij >= tau`` of the buffer as a sparse block
-  with ``matvec``, ``rmatvec``, ``sq_matvec``, ``sq_rmatvec`` and ``nnz``;
-- ``plan(u, v)``: a new dense plan array for the user;
-- ``errstate()``: a context that keeps floating point warnings of the
-  internal passes (overflow in a rejected trial step) from leaking;
-- ``at_reg(reg)``: a kernel for the same ``M`` at another regularisation,
-  used only for ``row_lse``/``col_lse`` (the epsilon-scaling warm-up).
-
-Optional attributes the solver reads when present: ``max_density`` (the
-default cap on the kept fraction) and ``dense_density`` (kept fraction from
-which ``select(0)``, the whole plan, is the cheaper Hessian block).
+A kernel owns every pass over the cost matrix ``M``; the solver never touches
+an n-by-m array itself. Potentials are in sinkhorn_log's units, so the plan
+at ``(u, v)`` is ``P_ij = exp(u_i + v_j - M_ij / reg)``. Backend kernels
+(numpy, torch, torch on the CPU, cupy) subclass :class:`Kernel` and implement
+its abstract methods; :class:`DenseKernel` implements them with ``nx``
+operations only (the fallback for jax and tensorflow).
 """
 
+import abc
 import contextlib
 
 import numpy as np
@@ -38,14 +24,61 @@ def row_blocks(n, rows, buf):
         yield i0, i1, buf[: i1 - i0]
 
 
-class DenseBlock:
-    """Kept entries of the plan stored as a masked dense matrix."""
+class HessianBlock(abc.ABC):
+    """The kept entries ``S`` of the plan: the off-diagonal block of the
+    sparsified Hessian, as the Newton system uses it.
+
+    Attributes
+    ----------
+    nnz : int
+        Number of kept entries (the density the solver reports).
+
+    Notes
+    -----
+    Blocks that store ``S`` as a matrix of the kept entries build the
+    element-wise square ``S o S`` (the Jacobi preconditioner's diagonal needs
+    ``(S o S) x``) once, on first use: :meth:`_sq` caches what
+    :meth:`_square` returns. Blocks that form the squares on the fly (dense
+    blocks, where a cached square would cost more memory traffic than it
+    saves) override the ``sq_*`` products instead.
+    """
+
+    nnz = 0
+    _S2 = None
+
+    @abc.abstractmethod
+    def matvec(self, x):
+        """``S @ x``, shape ``(n,)``."""
+
+    @abc.abstractmethod
+    def rmatvec(self, y):
+        """``S^T @ y``, shape ``(m,)``."""
+
+    @abc.abstractmethod
+    def sq_matvec(self, x):
+        """``(S o S) @ x``, shape ``(n,)``."""
+
+    @abc.abstractmethod
+    def sq_rmatvec(self, y):
+        """``(S o S)^T @ y``, shape ``(m,)``."""
+
+    def _square(self):
+        """Build the operator(s) of ``S o S`` that the ``sq_*`` products use."""
+        raise NotImplementedError("%s forms no cached square" % type(self).__name__)
+
+    def _sq(self):
+        if self._S2 is None:
+            self._S2 = self._square()
+        return self._S2
+
+
+class DenseBlock(HessianBlock):
+    """Kept entries of the plan stored as a masked dense matrix ``S``."""
 
     def __init__(self, nx, S, nnz):
         self.nx = nx
         self.S = S
         self.nnz = nnz
-        self._S2 = None
 
     def matvec(self, x):
         return self.nx.dot(self.S, x)
@@ -53,10 +86,8 @@ class DenseBlock:
     def rmatvec(self, y):
         return self.nx.dot(y, self.S)
 
-    def _sq(self):
-        if self._S2 is None:
-            self._S2 = self.S * self.S
-        return self._S2
+    def _square(self):
+        return self.S * self.S
 
     def sq_matvec(self, x):
         return self.nx.dot(self._sq(), x)
@@ -65,7 +96,102 @@ class DenseBlock:
         return self.nx.dot(y, self._sq())
 
 
-class DenseKernel:
+class Kernel(abc.ABC):
+    """The contract between the SNS solver and a backend kernel.
+
+    Parameters
+    ----------
+    nx : ot.backend.Backend
+        POT backend of the arrays.
+    M : array, shape (n, m)
+        Cost matrix, in the compute dtype, as the kernel stores it
+        (subclasses pass their contiguous or detached copy).
+    reg : float
+        Entropic regularization.
+    bin_width, n_bins : float, int
+        Layout of the threshold histogram of :meth:`evaluate`.
+
+    Attributes
+    ----------
+    nx, M, reg, shape, bin_width, n_bins
+        As given (``shape`` a tuple of ints).
+    name : str
+        Short name (benchmark reports).
+    max_density : float
+        Default cap on the kept fraction of the plan
+        (``SNSOptions.max_density=None``).
+    dense_density : float or None
+        Kept fraction from which ``select(0)``, the whole plan, is the
+        cheaper Hessian block; None: never. Subclasses may compute it.
+    passes : dict
+        Passes over n-by-m arrays so far, by kind (keys
+        :attr:`pass_kinds`): a design figure reported by the benchmark.
+    P : array or None
+        The plan at the potentials of the last :meth:`evaluate` (None
+        before any).
+    """
+
+    name = "kernel"
+    max_density = 0.25
+    dense_density = None
+    pass_kinds = ("exp", "select")
+    P = None
+
+    def __init__(self, nx, M, reg, bin_width=0.5, n_bins=120):
+        self.nx = nx
+        self.M = M
+        self.reg = reg
+        self.shape = tuple(int(s) for s in M.shape)
+        self.bin_width = float(bin_width)
+        self.n_bins = int(n_bins)
+        self.passes = dict.fromkeys(self.pass_kinds, 0)
+
+    def errstate(self):
+        """The context the solver runs the kernel's passes in: it keeps the
+        floating point warnings of the internal passes (overflow in a
+        rejected line-search trial) from leaking, and may set per-solve
+        resources (the numpy kernel caps BLAS threads at the idle cores)."""
+        return contextlib.nullcontext()
+
+    @abc.abstractmethod
+    def at_reg(self, reg):
+        """A kernel for the same ``M`` at regularization ``reg``, used only
+        for :meth:`row_lse` and :meth:`col_lse` (the epsilon-scaling warm-up)."""
+
+    @abc.abstractmethod
+    def row_lse(self, v):
+        """``logsumexp_j(v_j - M_ij / reg)``, shape ``(n,)``."""
+
+    @abc.abstractmethod
+    def col_lse(self, u):
+        """``logsumexp_i(u_i - M_ij / reg)``, shape ``(m,)``."""
+
+    @abc.abstractmethod
+    def evaluate(self, u, v, top, hist=True):
+        """Row sums, column sums and threshold histogram of the plan at ``(u, v)``.
+
+        Returns
+        -------
+        r, c : arrays, shapes (n,), (m,)
+            ``P 1`` and ``P^T 1``.
+        hist : pair of ndarray or None
+            Host (numpy) ``(counts, mass)`` of ``log P`` in ``n_bins + 1``
+            bins of width ``bin_width`` below ``top``: bin ``k`` holds
+            ``top - (k+1) w < log P <= top - k w``, the last bin everything
+            lower. None when ``hist`` is false. It may be computed lazily.
+        """
+
+    @abc.abstractmethod
+    def select(self, tau):
+        """The entries ``P_ij >= tau`` of the plan at the last evaluated
+        potentials, as a :class:`HessianBlock` (``tau = 0``: every entry)."""
+
+    @abc.abstractmethod
+    def plan(self, u, v):
+        """A new dense plan array at ``(u, v)`` for the user."""
+
+
+class DenseKernel(Kernel):
     """Kernel written only with ``nx`` operations (fallback for jax, tf).
 
     It keeps ``-M / reg`` and the plan as two dense arrays, and computes the
@@ -73,41 +199,31 @@ class DenseKernel:
     """
 
     name = "dense"
-    #: default cap on the kept fraction of the plan (``SNSOptions.max_density=None``):
     #: this kernel copies every kept entry into a masked dense block
     max_density = 0.25
-    #: kept fraction from which ``select(0)`` (the whole plan) is the cheaper
-    #: Hessian block; None: never
-    dense_density = None
 
     def __init__(self, nx, M, reg, bin_width=0.5, n_bins=120):
-        self.nx = nx
-        self.M = M
-        self.reg = reg
-        self.shape = tuple(M.shape)
-        self.bin_width = float(bin_width)
-        self.n_bins = int(n_bins)
+        super().__init__(nx, M, reg, bin_width, n_bins)
         self.Mr = -M / reg
-        self.P = None
-        self._logP = None
-
-    def errstate(self):
-        return contextlib.nullcontext()
 
     def at_reg(self, reg):
-        """Kernel for the same ``M`` at regularisation ``reg``. This generic
-        one sweeps with dense ``nx`` passes; backend kernels may return a
-        faster one of their own kind."""
-        return DenseKernel(self.nx, self.M, reg, self.bin_width, self.n_bins)
+        """Kernel for the same ``M`` at regularisation ``reg``: dense ``nx``
+        passes, sharing this kernel's pass counts."""
+        k = DenseKernel(self.nx, self.M, reg, self.bin_width, self.n_bins)
+        k.passes = self.passes
+        return k
 
     def row_lse(self, v):
+        self.passes["exp"] += 1
         return self.nx.logsumexp(self.Mr + v[None, :], axis=1)
 
     def col_lse(self, u):
+        self.passes["exp"] += 1
         return self.nx.logsumexp(self.Mr + u[:, None], axis=0)
 
     def evaluate(self, u, v, top, hist=True):
         nx = self.nx
+        self.passes["exp"] += 1
         logP = self.Mr + u[:, None] + v[None, :]
         self.P = nx.exp(logP)
         r = nx.sum(self.P, 1)
@@ -129,9 +245,11 @@ class DenseKernel:
 
     def select(self, tau):
         nx = self.nx
+        self.passes["select"] += 1
         keep = self.P >= tau
         S = nx.where(keep, self.P, 0 * self.P)
         return DenseBlock(nx, S, int(nx.to_numpy(nx.sum(keep * 1))))
 
     def plan(self, u, v):
+        self.passes["exp"] += 1
         return self.nx.exp(self.Mr + u[:, None] + v[None, :])

@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from .base import DenseKernel
+from .base import HessianBlock, Kernel
 
 #: rows of ``M`` per thread block (kept in registers, compile-time)
 ROWS = 16
@@ -318,7 +318,7 @@ def build_source(dtype, n_bins, rows=ROWS, block=BLOCK):
     return head + KERNELS
 
 
-class FusedBlock:
+class FusedBlock(HessianBlock):
     """Kept plan entries as CSR matrices ``S`` and ``S^T`` of a sparse module
     with scipy's interface (``cupyx.scipy.sparse`` on GPUs)."""
 
@@ -327,7 +327,6 @@ class FusedBlock:
         self.xp = xp
         self.shape = shape
         self.nnz = int(vals.shape[0])
-        self._S2 = None
         if self.nnz == 0:
             self.S = self.ST = None
             return
@@ -352,13 +351,11 @@ class FusedBlock:
     def rmatvec(self, y):
         return self._zeros(self.shape[1], y) if self.S is None else self.ST @ y
 
-    def _sq(self):
-        if self._S2 is None:
-            csr = self._sparse.csr_matrix
-            S, ST = self.S, self.ST
-            self._S2 = (csr((S.data * S.data, S.indices, S.indptr), shape=S.shape),
-                        csr((ST.data * ST.data, ST.indices, ST.indptr), shape=ST.shape))
-        return self._S2
+    def _square(self):
+        csr = self._sparse.csr_matrix
+        S, ST = self.S, self.ST
+        return (csr((S.data * S.data, S.indices, S.indptr), shape=S.shape),
+                csr((ST.data * ST.data, ST.indices, ST.indptr), shape=ST.shape))
 
     def sq_matvec(self, x):
         return self._zeros(self.shape[0], x) if self.S is None else self._sq()[0] @ x
@@ -367,7 +364,7 @@ class FusedBlock:
         return self._zeros(self.shape[1], y) if self.S is None else self._sq()[1] @ y
 
 
-class FusedKernel(DenseKernel):
+class FusedKernel(Kernel):
     """Kernel driving the fused passes of :data:`KERNELS`.
 
     Parameters
@@ -402,18 +399,13 @@ class FusedKernel(DenseKernel):
 
     def __init__(self, nx, M, reg, bin_width, n_bins, xp, sparse, launcher,
                  col_rows=COL_ROWS):
-        self.nx = nx
+        super().__init__(nx, xp.ascontiguousarray(M), reg, bin_width, n_bins)
         self.xp = xp
         self.sparse = sparse
         self.launch = launcher
-        self.M = xp.ascontiguousarray(M)
         self.dtype = np.dtype(self.M.dtype)
         if self.dtype not in _TYPES:
             raise TypeError("M must be float32 or float64 here, got %s" % self.dtype)
-        self.reg = reg
-        self.shape = tuple(int(s) for s in self.M.shape)
-        self.bin_width = float(bin_width)
-        self.n_bins = int(n_bins)
         n, m = self.shape
         self.rows, self.block, self.col_rows = launcher.rows, launcher.block, int(col_rows)
         self.grid = -(-n // self.rows)
@@ -423,9 +415,6 @@ class FusedKernel(DenseKernel):
         self._cpart = xp.empty((self.grid, m), dtype=self.dtype)
         self._last = None
         self._P = None
-        #: passes over n-by-m arrays by kind (a design figure for the benchmark):
-        #: "exp" reads M (evaluate, log-sum-exp, plan), "select" picks kept entries
-        self.passes = {"exp": 0, "select": 0}
 
     def _t(self, x):
         """``x`` as a scalar of the compute type (passed by value)."""

@@ -31,15 +31,20 @@ float64 array) or the CSR block (at most ``DENSE_DENSITY`` of the entries).
 The plan handed to the user is ``K``.
 """
 
+import contextlib
 import math
+import weakref
 
 import numpy as np
 import scipy.sparse as sp
 
-from .base import DenseKernel, row_blocks
+from .base import HessianBlock, Kernel, row_blocks
+from .threads import blas_threads
 
 #: entries per row block of the passes over ``M`` (temporaries stay in cache)
 CHUNK = 1 << 15
+#: entries per row block of the float32 conversion (a bool mask, no float temporaries)
+CONVERT_CHUNK = 1 << 18
 
 #: kept fraction above which a Newton step is cheaper with the whole plan
 #: (exact Hessian, BLAS mat-vecs on ``K``) than with a CSR copy of the kept
@@ -68,6 +73,74 @@ def _same(x, y):
     return x is y or (x.shape == y.shape and bool(np.array_equal(x, y)))
 
 
+#: the plan's entries are flushed to zero below ``e^LOG_FLUSH`` times the
+#: dtype's smallest normal number (see :func:`exp_flushed`)
+LOG_FLUSH = 4.0
+
+
+def flush_below(x, floor, mask):
+    """Zero the entries of ``x`` (non-negative or NaN) below ``floor`` in
+    place; ``mask`` is bool scratch of ``x``'s shape. NaN stays NaN."""
+    np.greater_equal(x, floor, out=mask)
+    np.multiply(x, mask, out=x)
+
+
+def exp_flushed(L, out, lo, mask):
+    """``out = exp(L)`` with the entries whose logit is at or below ``lo``
+    set to 0; ``mask`` is bool scratch, and ``L`` may be clamped in place.
+
+    numpy's float64 ``exp`` leaves its vector path for arguments whose result
+    is subnormal or underflows (below about -707.7): each such entry costs
+    about 45 times a normal one (6 times when the result is 0), and at small
+    reg most logits can be there. Clamped logits stay on the vector path, and
+    the results that would have been subnormal (or zero) are zero, so no
+    subnormal reaches the BLAS mat-vecs either (they cost a microcode assist
+    per operand on many CPUs). With ``lo`` a few units above ``log(tiny)``,
+    this is an underflow at a slightly higher threshold: every bound on
+    underflowed entries still holds. Blocks with no logit at or below ``lo``
+    (most, past the warm-up) take the plain ``exp``: the check costs a
+    seventh of it, the clamp and mask three times that.
+    """
+    if L.min() > lo:  # False for NaN: the masked path keeps NaN
+        return np.exp(L, out=out)
+    np.maximum(L, lo, out=L)
+    np.greater(L, lo, out=mask)
+    np.exp(L, out=out)
+    np.multiply(out, mask, out=out)
+    return out
+
+
+class SharedBuffer:
+    """The n-by-m buffer ``K`` of the kernels of one ``M``.
+
+    The epsilon-scaling stages (kernels from ``at_reg``) and the kernel at
+    the target reg run one after another; each taking a fresh n-by-m array
+    would cost an allocation and its page faults (tens of milliseconds per
+    200 MB, seconds for fresh memory on some virtual machines) and, while an
+    earlier stage is still referenced, memory. A kernel that takes the
+    buffer makes its previous holder forget it (that one takes it back, with
+    a new exp pass, if it is used again). A buffer handed to the user (the
+    plan) is detached: no kernel writes to it again.
+    """
+
+    def __init__(self):
+        self._array = None
+        self._holder = None  # weak reference to the kernel whose K it is
+
+    def take(self, kernel, like):
+        prev = self._holder() if self._holder is not None else None
+        if prev is not None and prev is not kernel:
+            prev._forget_K()
+        if self._array is None:
+            self._array = np.empty_like(like)
+        self._holder = weakref.ref(kernel)
+        return self._array
+
+    def detach(self, array):
+        if self._array is array:
+            self._array = self._holder = None
+
+
 class LazyHistogram:
     """Histogram ``(counts, mass)`` of ``log P`` at given potentials, computed
     on first use: line-search trials that are rejected never pay for it."""
@@ -93,14 +166,13 @@ class LazyHistogram:
         return 2
 
 
-class CSRBlock:
+class CSRBlock(HessianBlock):
     """Kept plan entries as a scipy CSR matrix ``S``; ``S^T`` products use the
     CSC view of the same arrays and ``S o S`` shares its index arrays."""
 
     def __init__(self, S):
         self.S = S
         self.nnz = S.nnz
-        self._S2 = None
 
     def matvec(self, x):
         return self.S @ x
@@ -108,11 +180,9 @@ class CSRBlock:
     def rmatvec(self, y):
         return self.S.T @ y
 
-    def _sq(self):
-        if self._S2 is None:
-            S = self.S
-            self._S2 = sp.csr_matrix((S.data * S.data, S.indices, S.indptr), shape=S.shape)
-        return self._S2
+    def _square(self):
+        S = self.S
+        return sp.csr_matrix((S.data * S.data, S.indices, S.indptr), shape=S.shape)
 
     def sq_matvec(self, x):
         return self._sq() @ x
@@ -121,7 +191,7 @@ class CSRBlock:
         return self._sq().T @ y
 
 
-class FullBlock:
+class FullBlock(HessianBlock):
     """Kept entries stored densely (the plan buffer or its float32 copy):
     BLAS mat-vecs. With scalings ``eu``, ``ev`` the block is
     ``diag(eu) K diag(ev)`` (the plan at the current point, from ``K`` at its
@@ -136,6 +206,8 @@ class FullBlock:
         self._rows = rows
         self._eu, self._ev = eu, ev
         self._dt = K.dtype
+        self._sq_floor = K.dtype.type(math.sqrt(float(np.finfo(K.dtype).tiny)))
+        self._scratch = None  # row-block buffers of _squares
 
     def _in(self, x, scale):
         if scale is not None:
@@ -152,14 +224,28 @@ class FullBlock:
     def rmatvec(self, y):
         return self._out(self._in(y, self._eu) @ self.S, self._ev, y)
 
+    def _squares(self, i0):
+        """``B o B`` for the row block of ``K`` at ``i0``. Entries below the
+        square root of the smallest normal number are zeroed first: their
+        squares would be subnormal (slow to make and to multiply by), and
+        they only feed the Jacobi preconditioner's diagonal."""
+        B = self.S[i0:i0 + self._rows]
+        k = B.shape[0]
+        if self._scratch is None:
+            self._scratch = (np.empty((self._rows,) + B.shape[1:], dtype=self._dt),
+                             np.empty((self._rows,) + B.shape[1:], dtype=bool))
+        Q, mask = self._scratch[0][:k], self._scratch[1][:k]
+        np.greater_equal(B, self._sq_floor, out=mask)
+        np.multiply(B, mask, out=Q)
+        return np.multiply(Q, Q, out=Q)
+
     def sq_matvec(self, x):
         eu, ev = self._eu, self._ev
         x32 = self._in(x, None if ev is None else ev * ev)
         n = self.S.shape[0]
         out = np.empty(n, dtype=self._dt)
         for i0 in range(0, n, self._rows):
-            B = self.S[i0:i0 + self._rows]
-            out[i0:i0 + self._rows] = (B * B) @ x32
+            out[i0:i0 + self._rows] = self._squares(i0) @ x32
         return self._out(out, None if eu is None else eu * eu, x)
 
     def sq_rmatvec(self, y):
@@ -168,12 +254,11 @@ class FullBlock:
         n = self.S.shape[0]
         out = 0
         for i0 in range(0, n, self._rows):
-            B = self.S[i0:i0 + self._rows]
-            out = out + y32[i0:i0 + self._rows] @ (B * B)
+            out = out + y32[i0:i0 + self._rows] @ self._squares(i0)
         return self._out(np.asarray(out), None if ev is None else ev * ev, y)
 
 
-class NumpyKernel(DenseKernel):
+class NumpyKernel(Kernel):
     """Kernel for numpy arrays (CPU).
 
     Parameters
@@ -189,6 +274,8 @@ class NumpyKernel(DenseKernel):
     """
 
     name = "numpy"
+    #: kinds of passes over n-by-m arrays counted in ``passes`` (see module doc)
+    pass_kinds = ("exp", "matvec", "rescale", "histogram", "select", "cg", "single")
     #: default cap on the kept fraction (``SNSOptions.max_density=None``):
     #: dense kept blocks live in the plan buffer, so no cap is needed
     max_density = 1.0
@@ -205,17 +292,16 @@ class NumpyKernel(DenseKernel):
         return DENSE_DENSITY_SINGLE if self._use_single() else DENSE_DENSITY
 
     def __init__(self, nx, M, reg, bin_width=0.5, n_bins=120):
-        self.nx = nx
-        self.M = np.ascontiguousarray(M)
-        self.reg = reg
+        super().__init__(nx, np.ascontiguousarray(M), reg, bin_width, n_bins)
         self.scale = -1.0 / reg
-        self.shape = self.M.shape
-        self.bin_width = float(bin_width)
-        self.n_bins = int(n_bins)
         n, m = self.shape
         self.rows = max(1, CHUNK // max(m, 1))
         self.buf = np.empty((min(self.rows, n), m), dtype=self.M.dtype)
+        self._maskbuf = np.empty(self.buf.shape, dtype=bool)
         fi = np.finfo(self.M.dtype)
+        self._tiny = float(fi.tiny)
+        self._lo = math.log(self._tiny) + LOG_FLUSH  # see exp_flushed
+        self._kfloor = 0.0  # lower bound on the nonzero entries of K
         # Largest drift of the potentials (per entry, in log units) from the
         # last exp pass: entries of K that underflowed there (or in a later
         # rescaling) stay below tiny * e^(6 D) = sqrt(tiny) at any point the
@@ -226,6 +312,8 @@ class NumpyKernel(DenseKernel):
         self._smin = math.exp(self._log_smin)
         self._max_rescale = 24
         self._K = None
+        self._pool = SharedBuffer()  # where K comes from
+        self._handed = False  # K was returned by P (see plan)
         self._u0 = self._v0 = None  # reference potentials of K
         self._ua = self._va = None  # potentials of the last exp pass
         self._rescaled = 0  # in-place rescalings since the last exp pass
@@ -236,21 +324,36 @@ class NumpyKernel(DenseKernel):
         self._hint_u = self._hint_v = None  # last potentials seen
         self._point = None  # (u, v) of the last evaluate
         self._rmax = 0.0  # largest row sum there
-        #: passes over n-by-m arrays, by kind (a design figure, see module doc)
-        self.passes = {"exp": 0, "matvec": 0, "rescale": 0, "histogram": 0, "select": 0,
-                       "cg": 0, "single": 0}
 
     def at_reg(self, reg):
         """A kernel for the same ``M`` at another regularisation (epsilon
-        scaling); its buffer is allocated on first use."""
-        return NumpyKernel(self.nx, self.M, reg, self.bin_width, self.n_bins)
+        scaling), sharing this kernel's buffer ``K`` (see :class:`SharedBuffer`)."""
+        k = NumpyKernel(self.nx, self.M, reg, self.bin_width, self.n_bins)
+        k._pool = self._pool
+        return k
+
+    def _forget_K(self):
+        """Drop ``K`` (taken by another kernel, or handed to the user)."""
+        self._K = None
+        self._u0 = self._v0 = self._ua = self._va = None
+        self._masked = False
+        self._version += 1
 
     # ------------------------------------------------------------------ utils
+    @contextlib.contextmanager
     def errstate(self):
-        return np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore")
+        """No floating point warnings, and BLAS threads capped at the idle
+        cores (see :mod:`.threads`): the solver runs its passes in here."""
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+            with blas_threads(self.shape[0] * self.shape[1]):
+                yield
 
     def _blocks(self):
         return row_blocks(self.shape[0], self.rows, self.buf)
+
+    def _mask(self, L):
+        """Bool scratch of the shape of row block ``L``."""
+        return self._maskbuf[: L.shape[0]]
 
     def _logits(self, L, i0, i1, u, v):
         np.multiply(self.M[i0:i1], self.scale, out=L)
@@ -264,33 +367,39 @@ class NumpyKernel(DenseKernel):
         """Whether the kernel form of K is exact enough at ``(u, v)``."""
         if self._K is None or self._masked:
             return False
+        # max |x - x_a| <= drift as two reductions of one difference (False
+        # for NaN): called once or twice per Sinkhorn sweep, where small
+        # problems feel every numpy call
         d = self._drift
-        if u is not None and not (np.max(np.abs(u - self._ua)) <= d):
-            return False
-        if v is not None and not (np.max(np.abs(v - self._va)) <= d):
-            return False
+        for x, xa in ((u, self._ua), (v, self._va)):
+            if x is not None:
+                diff = x - xa
+                if not (diff.max() <= d and diff.min() >= -d):
+                    return False
         return True
 
     def _ok_sums(self, s):
-        """Sums large enough for their log to be accurate (no lost mass)."""
-        return bool(np.all((s > self._smin) & (s < np.inf)))
+        """Sums large enough for their log to be accurate (no lost mass),
+        finite and not NaN."""
+        return s.size == 0 or bool(s.min() > self._smin and s.max() < np.inf)
 
     def _exp_pass(self, u, v):
         """``K = exp(u + v - M/reg)`` (the plan at ``(u, v)``); row and column sums."""
         n, m = self.shape
         if self._K is None:
-            self._K = np.empty_like(self.M)
+            self._K = self._pool.take(self, self.M)
+            self._handed = False
         K = self._K
         r = np.empty(n, dtype=self.M.dtype)
         c = np.zeros(m, dtype=self.M.dtype)
         for i0, i1, L in self._blocks():
             self._logits(L, i0, i1, u, v)
-            Kb = K[i0:i1]
-            np.exp(L, out=Kb)
+            Kb = exp_flushed(L, K[i0:i1], self._lo, self._mask(L))
             Kb.sum(axis=1, out=r[i0:i1])
             c += Kb.sum(axis=0)
         self._u0 = self._ua = u
         self._v0 = self._va = v
+        self._kfloor = math.exp(self._lo)  # no nonzero entry of K is below
         self._rescaled = 0
         self._masked = False
         self._version += 1
@@ -340,7 +449,7 @@ class NumpyKernel(DenseKernel):
             mx = L.max(axis=1)
             mx[~np.isfinite(mx)] = 0.0
             L -= mx[:, None]
-            np.exp(L, out=L)
+            exp_flushed(L, L, self._lo, self._mask(L))
             out[i0:i1] = np.log(L.sum(axis=1)) + mx
         self.passes["exp"] += 1
         return out
@@ -355,7 +464,7 @@ class NumpyKernel(DenseKernel):
             safe = np.where(np.isfinite(bmx), bmx, 0.0)
             s *= np.exp(mx - safe)
             L -= safe[None, :]
-            np.exp(L, out=L)
+            exp_flushed(L, L, self._lo, self._mask(L))
             s += L.sum(axis=0)
             mx = bmx
         self.passes["exp"] += 1
@@ -390,10 +499,18 @@ class NumpyKernel(DenseKernel):
         eu = np.exp(u - self._u0)
         ev = np.exp(v - self._v0)
         K = self._K
-        for i0, i1, _ in self._blocks():
+        # entries scaled below the normal range would be subnormal: underflow
+        # them, unless the bound on the smallest nonzero entry says none is
+        self._kfloor *= float(np.min(eu)) * float(np.min(ev)) * (1 - 1e-9)
+        flush = not self._kfloor >= self._tiny
+        for i0, i1, L in self._blocks():
             Kb = K[i0:i1]
             Kb *= ev[None, :]
             Kb *= eu[i0:i1, None]
+            if flush:
+                flush_below(Kb, self._tiny, self._mask(L))
+        if flush:
+            self._kfloor = self._tiny
         self._u0, self._v0 = u, v
         self._rescaled += 1
         self._version += 1
@@ -457,6 +574,8 @@ class NumpyKernel(DenseKernel):
         if self._point is None:
             return None
         self._materialize(*self._point, exact=True)
+        self._handed = True  # plan() must not write over it, nor another kernel
+        self._pool.detach(self._K)
         return self._K
 
     def _single(self, tau=0.0):
@@ -471,16 +590,33 @@ class NumpyKernel(DenseKernel):
         shifted, solved inexactly); its float32 rounding (relative 6e-8)
         leaves the Newton step accurate to far below CG's tolerance, while the
         gradient and the line search stay in float64.
+
+        Entries below float32's smallest normal number are zeroed too:
+        scaled on the fly by at most ``e^SINGLE_DRIFT`` they stay below
+        1e-29, while the row sums the copy serves exceed ``SINGLE_RANGE[0]``;
+        as float32 subnormals they would slow every mat-vec over them.
         """
         key = (self._version, float(tau))
         if self._K32 is None:
             self._K32 = np.empty(self.shape, dtype=np.float32)
         if self._k32_key != key:
             K, K32 = self._K, self._K32
-            for i0, i1, _ in self._blocks():
-                K32[i0:i1] = K[i0:i1]
+            tiny32 = np.finfo(np.float32).tiny
+            # blocks larger than the passes' (no temporaries of K's dtype
+            # here) keep the per-block overhead low on wide plans
+            n, m = self.shape
+            rows = max(self.rows, CONVERT_CHUNK // max(m, 1))
+            mask = np.empty((min(rows, n), m), dtype=bool)
+            for i0, i1, mb in row_blocks(n, rows, mask):
+                Kb = K32[i0:i1]
+                Kb[...] = K[i0:i1]
                 if tau > 0:
-                    K32[i0:i1][K[i0:i1] < tau] = 0.0
+                    # in float64: keep exactly the entries >= tau
+                    np.greater_equal(K[i0:i1], tau, out=mb)
+                    np.multiply(Kb, mb, out=Kb)
+                # float32 compare and multiply: a third of the cost in float64
+                np.greater_equal(Kb, tiny32, out=mb)
+                np.multiply(Kb, mb, out=Kb)
             self._k32_key = key
             self.passes["single"] += 1
         return self._K32
@@ -541,8 +677,21 @@ class NumpyKernel(DenseKernel):
         return CSRBlock(S)
 
     def plan(self, u, v):
-        out = np.empty_like(self.M)
+        """A new plan array at ``(u, v)`` for the user.
+
+        The plan is the last thing a solve asks for, and at large n memory
+        is what limits it: the float32 copy is released first, and the buffer
+        ``K`` itself becomes the plan unless :attr:`P` handed it out already.
+        The kernel then forgets ``K`` (a later pass allocates a new one), so
+        the plan costs no memory beyond the kernel's.
+        """
+        self._K32 = self._k32_key = None
+        if self._K is not None and not self._handed:
+            out = self._K
+            self._pool.detach(out)
+            self._forget_K()
+        else:
+            out = np.empty_like(self.M)
         for i0, i1, L in self._blocks():
-            self._logits(L, i0, i1, u, v)
-            np.exp(L, out=out[i0:i1])
+            exp_flushed(self._logits(L, i0, i1, u, v), out[i0:i1], self._lo, self._mask(L))
         return out

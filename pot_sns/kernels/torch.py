@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import torch
 
-from .base import DenseKernel, row_blocks
+from .base import HessianBlock, Kernel, row_blocks
 
 #: kept fraction (on plans of at least DENSE_MIN_SIZE entries) above which
 #: the kept entries stay in the plan buffer as a dense block
@@ -41,7 +41,7 @@ def _crow(rows, n, dtype):
     return crow
 
 
-class TorchCSRBlock:
+class TorchCSRBlock(HessianBlock):
     """Kept plan entries as torch CSR tensors ``S`` and ``S^T``.
 
     Parameters
@@ -66,7 +66,6 @@ class TorchCSRBlock:
         self._ccol, self._row = _crow(cols_t, m, it), rows[perm].to(it)
         self._perm = perm
         self.ST = _csr(self._ccol, self._row, vals[perm], (m, n))
-        self._S2 = self._S2T = None
 
     def matvec(self, x):
         return torch.mv(self.S, x)
@@ -74,13 +73,11 @@ class TorchCSRBlock:
     def rmatvec(self, y):
         return torch.mv(self.ST, y)
 
-    def _sq(self):
-        if self._S2 is None:
-            vals = self.S.values()
-            sq = vals * vals
-            self._S2 = _csr(self._crow, self._col, sq, self.shape)
-            self._S2T = _csr(self._ccol, self._row, sq[self._perm], self.shape[::-1])
-        return self._S2, self._S2T
+    def _square(self):
+        vals = self.S.values()
+        sq = vals * vals
+        return (_csr(self._crow, self._col, sq, self.shape),
+                _csr(self._ccol, self._row, sq[self._perm], self.shape[::-1]))
 
     def sq_matvec(self, x):
         return torch.mv(self._sq()[0], x)
@@ -89,7 +86,7 @@ class TorchCSRBlock:
         return torch.mv(self._sq()[1], y)
 
 
-class TorchScatterBlock:
+class TorchScatterBlock(HessianBlock):
     """Kept plan entries as coordinates; mat-vecs by ``index_add_``.
 
     Used where torch has no CSR mat-vec for the device and dtype; also a
@@ -100,16 +97,13 @@ class TorchScatterBlock:
         self.rows, self.cols, self.vals = rows, cols, vals
         self.shape = shape
         self.nnz = int(vals.shape[0])
-        self._sq = None
 
     def _mv(self, w, x, into, src, length):
         out = torch.zeros(length, dtype=x.dtype, device=x.device)
         return out.index_add_(0, into, w * x[src])
 
-    def _w2(self):
-        if self._sq is None:
-            self._sq = self.vals * self.vals
-        return self._sq
+    def _square(self):
+        return self.vals * self.vals
 
     def matvec(self, x):
         return self._mv(self.vals, x, self.rows, self.cols, self.shape[0])
@@ -118,13 +112,13 @@ class TorchScatterBlock:
         return self._mv(self.vals, y, self.cols, self.rows, self.shape[1])
 
     def sq_matvec(self, x):
-        return self._mv(self._w2(), x, self.rows, self.cols, self.shape[0])
+        return self._mv(self._sq(), x, self.rows, self.cols, self.shape[0])
 
     def sq_rmatvec(self, y):
-        return self._mv(self._w2(), y, self.cols, self.rows, self.shape[1])
+        return self._mv(self._sq(), y, self.cols, self.rows, self.shape[1])
 
 
-class TorchDenseBlock:
+class TorchDenseBlock(HessianBlock):
     """Kept entries stored densely in the plan buffer (the others zeroed in
     place): BLAS/cuBLAS mat-vecs, no sparse copy. The squares for the
     preconditioner are formed block by block, with no n-by-m temporary."""
@@ -177,7 +171,7 @@ def csr_supported(device, dtype):
     return _CSR_WORKS[key]
 
 
-class TorchKernel(DenseKernel):
+class TorchKernel(Kernel):
     """Kernel for torch tensors on any device (CPU, CUDA).
 
     Parameters
@@ -201,13 +195,8 @@ class TorchKernel(DenseKernel):
     max_density = 1.0
 
     def __init__(self, nx, M, reg, bin_width=0.5, n_bins=120, block=None):
-        self.nx = nx
-        self.M = M.detach().contiguous()
-        self.reg = reg
+        super().__init__(nx, M.detach().contiguous(), reg, bin_width, n_bins)
         self.scale = -1.0 / reg
-        self.shape = tuple(self.M.shape)
-        self.bin_width = float(bin_width)
-        self.n_bins = int(n_bins)
         self.dtype, self.device = self.M.dtype, self.M.device
         n, m = self.shape
         chunk = CHUNK.get(self.device.type, CHUNK_DEFAULT)
@@ -223,9 +212,6 @@ class TorchKernel(DenseKernel):
         if block not in ("csr", "scatter"):
             raise ValueError("block must be 'csr' or 'scatter', got %r" % (block,))
         self.block = block
-        #: passes over n-by-m arrays by kind (a design figure for the benchmark):
-        #: "exp" reads M (evaluate, log-sum-exp, plan), "select" picks kept entries
-        self.passes = {"exp": 0, "select": 0}
 
     @property
     def dense_density(self):
