@@ -48,8 +48,14 @@ def sinkhorn_newton_sparse(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=
     numItermax : int, optional
         Largest number of iterations (Sinkhorn sweeps and Newton steps).
     stopThr : float, optional
-        Stop when the 2-norm of the marginal violation
-        ``(a - P 1, b - P^T 1)`` is below this threshold.
+        Stop when the 2-norm of the marginal violation,
+        ``sqrt(||a - P 1||_2^2 + ||b - P^T 1||_2^2)``, is below this
+        threshold: POT's convention (the error of :func:`ot.sinkhorn`).
+        This is not the L1 error ``||a - P 1||_1 + ||b - P^T 1||_1`` that
+        the benchmark (``python -m pot_sns.bench``, option ``--tol``)
+        targets, which can be up to ``sqrt(dim_a + dim_b)`` times larger:
+        the benchmark tightens ``stopThr`` until the plan meets its L1
+        target.
     verbose : bool, optional
         Print a progress table.
     log : bool, optional
@@ -72,11 +78,40 @@ def sinkhorn_newton_sparse(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=
         Optimal plan (a vector of losses when ``b`` has several histograms),
         in the backend, dtype and device of the inputs.
     log : dict
-        Only when ``log=True``: ``err`` (marginal error per iteration),
-        ``niter``, ``log_u``, ``log_v``, ``u``, ``v`` as in
-        :func:`ot.bregman.sinkhorn_log`, plus ``n_sinkhorn``, ``n_newton``,
-        ``cg_iters``, ``density``, ``ls_steps``, ``fallbacks``, ``stages``
-        and ``status`` (``"converged"``, ``"max_iter"`` or ``"stalled"``).
+        Only when ``log=True``. As in :func:`ot.bregman.sinkhorn_log`:
+
+        - ``err``: list of float, the marginal error (the 2-norm of
+          ``stopThr``) after each Sinkhorn sweep, Newton step and fall-back
+          sweep, plus one at the start of the Newton stage;
+        - ``niter``: int, the iterations done, ``n_sinkhorn + n_newton``;
+        - ``log_u``, ``log_v``: the potentials divided by ``reg`` (``-inf``
+          at zero weights); ``u``, ``v``: their exponentials.
+
+        Diagnostics of SNS:
+
+        - ``n_sinkhorn``: int, the Sinkhorn sweeps, those of the warm-up,
+          of the epsilon scaling and of the fall-backs together;
+        - ``n_scaling``: int, how many of them ran at the larger
+          regularisations of the epsilon-scaling warm-up (0 without it);
+        - ``n_newton``: int, the accepted Newton steps;
+        - ``cg_iters``, ``density``, ``ls_steps``: lists with one entry per
+          Newton step tried (refused ones too): the conjugate gradient
+          iterations, the kept fraction of the plan in the Hessian, and the
+          backtracking steps of the line search (0: the first step length
+          was accepted);
+        - ``fallbacks``: list of ``(iteration, reason)``, the safeguards
+          taken (see :doc:`/input_rules`);
+        - ``stages``: list of str, for each entry of ``err`` the stage that
+          measured it: ``"sinkhorn"``, ``"newton"`` or ``"fallback"``;
+        - ``times``: list of float, for each entry of ``err`` the seconds
+          since the start of the solve (wall clock: the benchmark's
+          convergence plots draw ``err`` against it);
+        - ``status``: ``"converged"``, ``"max_iter"`` or ``"stalled"``.
+
+        With several histograms, ``log_u``, ``log_v``, ``u``, ``v`` have one
+        column per histogram, and ``err``, ``niter``, ``n_sinkhorn``,
+        ``n_newton``, ``status`` and ``fallbacks`` are lists with one entry
+        per histogram.
 
     Notes
     -----
@@ -103,24 +138,26 @@ def sinkhorn_newton_sparse(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=
        T. Xiao, L. Ying. Accelerating Sinkhorn Algorithm with Sparse Newton
        Iterations. ICLR 2024.
     """
-    opts = validation.check_options(kwargs)
-    nx, a, b, M, reg, given = _prepare(a, b, M, reg, numItermax, stopThr, warmstart)
-    if len(b.shape) > 1:
-        res, out = _solve_hists(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn,
-                                warmstart, given)
+    # every check, the options' included, once and cheapest first, before any
+    # heavy work; the checked problem carries the parsed options
+    p = validation.check_problem(a, b, M, reg, numItermax, stopThr, warmstart, options=kwargs)
+    nx, a, b, M, reg, given = _promote(p)
+    if p.n_hists:
+        res, out = _solve_hists(p, nx, a, b, M, reg, given, verbose, warn)
         return (res, out) if log else res
-    P, lg = _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart)
+    P, lg = _solve_one(nx, a, b, M, reg, p.options, p.numItermax, p.stopThr, verbose, warn,
+                       p.warmstart)
     return (P, lg) if log else P
 
 
-def _solve_hists(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart,
-                 given):
-    """One problem per column of ``b``: the losses and a merged log."""
-    n_hists = b.shape[1]
-    starts = warmstart if warmstart is not None else [None] * n_hists
+def _solve_hists(p, nx, a, b, M, reg, given, verbose, warn):
+    """One problem per column of ``b``: the losses and a merged log. ``p``:
+    the checked problem, whose ``(a, b, M)`` are promoted as ``a``, ``b``,
+    ``M``; ``given``: the caller's arrays (:func:`_promote`)."""
+    starts = p.warmstart if p.warmstart is not None else [None] * p.n_hists
     losses, us, vs, logs = [], [], [], []
-    for k in range(n_hists):
-        P, lg = _solve_one(nx, a, b[:, k], M, reg, opts, numItermax, stopThr,
+    for k in range(p.n_hists):
+        P, lg = _solve_one(nx, a, b[:, k], M, reg, p.options, p.numItermax, p.stopThr,
                            verbose, warn, starts[k])
         losses.append(_loss(nx, M, P, reg, given, k))
         us.append(lg["log_u"])
@@ -155,6 +192,9 @@ def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose
 
     Mirrors :func:`ot.sinkhorn2`: same arguments as
     :func:`sinkhorn_newton_sparse`, with ``warn=False`` by default.
+    ``stopThr`` bounds the 2-norm of the marginal violation, as in POT, not
+    the L1 error that the benchmark targets (see
+    :func:`sinkhorn_newton_sparse`).
 
     Parameters
     ----------
@@ -180,34 +220,59 @@ def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose
     ...                                              [[0., 1.], [1., 0.]], 1)), 8)
     0.26894142
     """
-    opts = validation.check_options(kwargs)
-    nx, a, b, M, reg, given = _prepare(a, b, M, reg, numItermax, stopThr, warmstart)
-    if len(b.shape) > 1:
-        res, out = _solve_hists(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn,
-                                warmstart, given)
+    # every check, the options' included, once and cheapest first, before any
+    # heavy work; the checked problem carries the parsed options
+    p = validation.check_problem(a, b, M, reg, numItermax, stopThr, warmstart, options=kwargs,
+                                 caller="sinkhorn_newton_sparse2")
+    nx, a, b, M, reg, given = _promote(p)
+    if p.n_hists:
+        res, out = _solve_hists(p, nx, a, b, M, reg, given, verbose, warn)
     else:
-        P, out = _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn,
-                            warmstart)
+        P, out = _solve_one(nx, a, b, M, reg, p.options, p.numItermax, p.stopThr, verbose,
+                            warn, p.warmstart)
         res = _loss(nx, M, P, reg, given)
     return (res, out) if log else res
 
 
 def solve_checked(p, verbose=False, warn=True):
-    """Solve a one-histogram problem ``p`` that
-    :func:`pot_sns.validation.check_problem` has validated already (the entry
-    of ``ot.solve(..., method="sns")``, so that its inputs are not checked a
-    second time). Returns the plan and the log of
-    :func:`sinkhorn_newton_sparse`."""
+    """Solve a problem that :func:`pot_sns.validation.check_problem` has
+    checked already, with the options it carries.
+
+    The entry of ``ot.solve(..., method="sns")``, so that its inputs are not
+    checked a second time.
+
+    Parameters
+    ----------
+    p : pot_sns.validation.Problem
+        A checked problem with one histogram (``p.n_hists == 0``); its
+        ``numItermax``, ``stopThr``, ``warmstart`` and ``options`` (the SNS
+        options given to ``check_problem``) are used as they are.
+    verbose, warn : bool, optional
+        See :func:`sinkhorn_newton_sparse`.
+
+    Returns
+    -------
+    gamma : array-like, shape (dim_a, dim_b)
+        Optimal plan.
+    log : dict
+        The log of :func:`sinkhorn_newton_sparse`.
+
+    Examples
+    --------
+    >>> from pot_sns.api import solve_checked
+    >>> from pot_sns.validation import check_problem
+    >>> p = check_problem([], [], [[0., 1.], [1., 0.]], 1.0, options={"n_sinkhorn": 3})
+    >>> P, log = solve_checked(p)
+    >>> P.round(4)
+    array([[0.3655, 0.1345],
+           [0.1345, 0.3655]])
+    """
+    if p.n_hists:
+        raise ValueError("solve_checked solves one histogram; b has shape %s (use "
+                         "sinkhorn_newton_sparse for several)" % (tuple(p.b.shape),))
     nx, a, b, M, reg, _ = _promote(p)
     return _solve_one(nx, a, b, M, reg, p.options, p.numItermax, p.stopThr, verbose, warn,
                       p.warmstart)
-
-
-def _prepare(a, b, M, reg, numItermax, stopThr, warmstart):
-    """Validate and convert the inputs to one backend and compute dtype."""
-    # every check, cheapest first, before any heavy work; lists and []/None
-    # weights come back as arrays of one backend
-    return _promote(validation.check_problem(a, b, M, reg, numItermax, stopThr, warmstart))
 
 
 def _promote(p):

@@ -62,42 +62,229 @@ class Objective:
     top = 0.0
 
     def start(self):
-        """Initial potentials ``(u, v)`` without a warm start."""
+        """Initial potentials without a warm start.
+
+        Returns
+        -------
+        u, v : array-like, shapes (n,), (m,)
+            Start of the warm-up.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> obj.start()
+        (array([0., 0.]), array([0., 0.]))
+        """
         raise NotImplementedError
 
     def at_reg(self, reg):
-        """The same objective at regularization ``reg`` (epsilon scaling)."""
+        """The same objective at another regularization (epsilon scaling).
+
+        Parameters
+        ----------
+        reg : float
+            Regularization of the stage.
+
+        Returns
+        -------
+        objective : Objective
+            Marginal terms written for ``reg``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> obj.at_reg(1.0).mass
+        1.0
+        """
         raise NotImplementedError
 
     def rescale(self, u, v, ratio):
-        """Potentials at ``self.reg`` from those at ``ratio * self.reg``
-        (the same dual potentials ``f, g`` in the new units)."""
+        """Potentials at ``self.reg`` from those at ``ratio * self.reg``.
+
+        Parameters
+        ----------
+        u, v : array-like
+            Potentials in units of ``ratio * self.reg``.
+        ratio : float
+            Old regularization over the new one.
+
+        Returns
+        -------
+        u, v : array-like
+            The same dual potentials ``f, g`` in units of ``self.reg``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> obj.rescale(np.ones(2), np.ones(2), 4.0)[0]
+        array([4., 4.])
+        """
         raise NotImplementedError
 
     def row_update(self, lse):
-        """The ``u`` maximising ``D`` given ``lse_i = log sum_j e^(v_j - M_ij/reg)``."""
+        """The ``u`` that maximises the dual for fixed ``v`` (half a Sinkhorn sweep).
+
+        Parameters
+        ----------
+        lse : array-like, shape (n,)
+            ``log sum_j exp(v_j - M_ij / reg)``.
+
+        Returns
+        -------
+        u : array-like, shape (n,)
+            New row potentials.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> np.allclose(np.exp(obj.row_update(np.zeros(2))), a)
+        True
+        """
         raise NotImplementedError
 
     def col_update(self, lse):
-        """The ``v`` maximising ``D`` given ``lse_j = log sum_i e^(u_i - M_ij/reg)``."""
+        """The ``v`` that maximises the dual for fixed ``u`` (half a Sinkhorn sweep).
+
+        Parameters
+        ----------
+        lse : array-like, shape (m,)
+            ``log sum_i exp(u_i - M_ij / reg)``.
+
+        Returns
+        -------
+        v : array-like, shape (m,)
+            New column potentials.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> np.allclose(np.exp(obj.col_update(np.zeros(2))), a)
+        True
+        """
         raise NotImplementedError
 
     def row_target(self, u):
-        """``t_a(u)``: the row sums the plan must have at ``u``."""
+        """``t_a(u)``: the row sums the plan must have at ``u``.
+
+        Parameters
+        ----------
+        u : array-like, shape (n,)
+            Row potentials.
+
+        Returns
+        -------
+        t_a : array-like, shape (n,)
+            Target row sums (the gradient is ``t_a - P 1``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> obj.row_target(np.zeros(2))
+        array([0.25, 0.75])
+        """
         raise NotImplementedError
 
     def col_target(self, v):
-        """``t_b(v)``: the column sums the plan must have at ``v``."""
+        """``t_b(v)``: the column sums the plan must have at ``v``.
+
+        Parameters
+        ----------
+        v : array-like, shape (m,)
+            Column potentials.
+
+        Returns
+        -------
+        t_b : array-like, shape (m,)
+            Target column sums (the gradient is ``t_b - P^T 1``).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> obj.col_target(np.zeros(2))
+        array([0.25, 0.75])
+        """
         raise NotImplementedError
 
     def curvature(self, u, v):
-        """``(h_a, h_b)``, the marginal terms of the negative Hessian's
-        diagonal, or ``(None, None)`` when both are zero."""
+        """Marginal terms of the negative Hessian's diagonal.
+
+        Parameters
+        ----------
+        u, v : array-like
+            Potentials.
+
+        Returns
+        -------
+        h_a, h_b : array-like or None
+            ``-psi_a''(u)``, ``-psi_b''(v)``; ``(None, None)`` when both are zero.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> obj.curvature(np.zeros(2), np.zeros(2))
+        (None, None)
+        """
         raise NotImplementedError
 
     def gain(self, u, v, du, dv, t):
-        """``psi_a(u + t du) + psi_b(v + t dv) - psi_a(u) - psi_b(v)``,
-        computed without cancellation."""
+        """Rise of the marginal terms along a step, without cancellation.
+
+        Parameters
+        ----------
+        u, v : array-like
+            Start point.
+        du, dv : array-like
+            Direction.
+        t : float
+            Step length.
+
+        Returns
+        -------
+        gain : float
+            ``psi_a(u + t du) + psi_b(v + t dv) - psi_a(u) - psi_b(v)``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> obj = BalancedObjective(get_backend(a), a, a, 0.1)
+        >>> float(obj.gain(np.zeros(2), np.zeros(2), np.ones(2), np.zeros(2), 0.5))
+        0.5
+        """
         raise NotImplementedError
 
 

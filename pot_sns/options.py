@@ -1,6 +1,58 @@
-"""Tuning options of the SNS solver, parsed from keyword arguments."""
+"""Tuning options of the SNS solver, parsed and checked from keyword arguments."""
 
+import math
+import numbers
 from dataclasses import dataclass, fields
+
+import numpy as np
+
+
+def _is_int(x):
+    # numbers.Integral admits NumPy integers (np.int64 from arithmetic on
+    # arrays); bool is an Integral too, but True as an iteration count is a bug
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+
+
+def _is_real(x):
+    if not isinstance(x, numbers.Real) or isinstance(x, (bool, np.bool_)):
+        return False
+    try:
+        return not math.isnan(float(x))
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
+#: What each option accepts: ``(names, kind, test, expected)``. ``kind`` says
+#: the type and the Python type the value is stored as ("int", "real",
+#: "real-or-None", "bool", "str"); ``test`` the range, on a value of that
+#: kind. Infinity is accepted only where it means "no limit".
+_RULES = (
+    (("eps_scaling",), "bool", lambda x: True, "True or False"),
+    (("n_sinkhorn", "fallback_sweeps"), "int", lambda x: x >= 0, "an integer >= 0"),
+    (("scaling_sweeps", "cg_maxiter", "ls_maxiter", "patience", "n_bins"), "int",
+     lambda x: x >= 1, "an integer >= 1"),
+    (("sparsity",), "str", lambda x: x in ("mass", "topk"), "'mass' or 'topk'"),
+    (("scaling_start", "bin_width"), "real", lambda x: 0 < x and math.isfinite(x),
+     "a finite number > 0"),
+    (("scaling_from", "mass_ratio"), "real", lambda x: x > 0, "a number > 0"),
+    (("scaling_factor",), "real", lambda x: 1 < x and math.isfinite(x), "a finite number > 1"),
+    (("sinkhorn_rate", "ls_c1", "ls_beta", "cg_rtol", "cg_rtol_min"), "real",
+     lambda x: 0 < x < 1, "a number in (0, 1)"),
+    (("max_drop",), "real", lambda x: x >= 0, "a number >= 0"),
+    (("shift",), "real", lambda x: 0 <= x and math.isfinite(x), "a finite number >= 0"),
+    (("density", "max_density"), "real-or-None", lambda x: 0 < x <= 1,
+     "None or a number in (0, 1]"),
+)
+
+_KINDS = {
+    # kind: (type test, conversion to the stored Python type)
+    "int": (_is_int, int),
+    "real": (_is_real, float),
+    "real-or-None": (lambda x: x is None or _is_real(x),
+                     lambda x: None if x is None else float(x)),
+    "bool": (lambda x: isinstance(x, (bool, np.bool_)), bool),
+    "str": (lambda x: isinstance(x, str), str),
+}
 
 
 @dataclass(frozen=True)
@@ -83,15 +135,35 @@ class SNSOptions:
         Number of histogram bins; entries below ``exp(-bin_width*n_bins)``
         times the largest weight are never kept.
 
+    Raises
+    ------
+    ValueError
+        An option out of its range or of the wrong type (a float or a bool
+        for an integer option, NaN, a string for a number), naming the
+        option. The options are checked when they are built, so an
+        ``SNSOptions`` always holds valid values.
+
+    Notes
+    -----
+    Integer options accept any integer (``numbers.Integral``: Python
+    ``int``, ``np.int64``, ...), real options any real number
+    (``numbers.Real``: ``np.float32``, ``np.float64``, integers, ...); bools
+    are refused where a number is expected. The values are stored as Python
+    ``int``, ``float`` and ``bool``, whatever the caller passed.
+
     Examples
     --------
     The options are passed as keyword arguments of the solvers:
 
+    >>> import numpy as np
     >>> import pot_sns
     >>> M = [[0., 1.], [1., 0.]]
     >>> P = pot_sns.sinkhorn_newton_sparse([], [], M, 1e-2, n_sinkhorn=5)
     >>> pot_sns.SNSOptions(sparsity="topk").sparsity
     'topk'
+    >>> opts = pot_sns.SNSOptions(cg_maxiter=np.int64(50), cg_rtol=np.float32(0.25))
+    >>> opts.cg_maxiter, type(opts.cg_maxiter).__name__, opts.cg_rtol
+    (50, 'int', 0.25)
     """
 
     n_sinkhorn: int = 20
@@ -147,12 +219,14 @@ class SNSOptions:
         Returns
         -------
         opts : SNSOptions
-            The checked options (see :meth:`check`).
+            The checked options, numbers as Python ``int`` and ``float``
+            (see :meth:`check`).
 
         Examples
         --------
         >>> from pot_sns import SNSOptions
-        >>> SNSOptions.from_kwargs({"cg_maxiter": 50}).cg_maxiter
+        >>> import numpy as np
+        >>> SNSOptions.from_kwargs({"cg_maxiter": np.int64(50)}).cg_maxiter
         50
         """
         unknown = sorted(set(kwargs) - set(cls.names()))
@@ -161,60 +235,37 @@ class SNSOptions:
                 "sinkhorn_newton_sparse got unknown option(s) %s; valid SNS options "
                 "are: %s" % (", ".join(map(repr, unknown)), ", ".join(cls.names()))
             )
-        opts = cls(**kwargs)
-        opts.check()
-        return opts
+        return cls(**kwargs)  # checked and normalised by __post_init__
+
+    def __post_init__(self):
+        self.check()
+        # numpy scalars become Python numbers: the solver's arithmetic on them
+        # is then Python's, and the options print and compare as given
+        for names, kind, _, _ in _RULES:
+            convert = _KINDS[kind][1]
+            for name in names:
+                object.__setattr__(self, name, convert(getattr(self, name)))
 
     def check(self):
-        """Raise ``ValueError`` naming the first option out of its range.
+        """Raise ``ValueError`` naming the first option out of its range or
+        of the wrong type (run when the options are built).
 
         Examples
         --------
         >>> from pot_sns import SNSOptions
-        >>> SNSOptions(ls_beta=2.0).check()
+        >>> SNSOptions(ls_beta=2.0)
         Traceback (most recent call last):
             ...
         ValueError: SNS option 'ls_beta' must be a number in (0, 1), got 2.0
+        >>> SNSOptions(cg_maxiter=True)
+        Traceback (most recent call last):
+            ...
+        ValueError: SNS option 'cg_maxiter' must be an integer >= 1, got True
         """
-        def need(cond, name, what):
-            if not cond:
-                raise ValueError(
-                    "SNS option %r must be %s, got %r" % (name, what, getattr(self, name))
-                )
-
-        def is_int(x):
-            return isinstance(x, int) and not isinstance(x, bool)
-
-        def is_num(x):
-            return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
-
-        need(isinstance(self.eps_scaling, bool), "eps_scaling", "True or False")
-        need(is_num(self.scaling_start) and self.scaling_start > 0, "scaling_start",
-             "a number > 0")
-        need(is_num(self.scaling_from) and self.scaling_from > 0, "scaling_from",
-             "a number > 0")
-        need(is_num(self.scaling_factor) and self.scaling_factor > 1, "scaling_factor",
-             "a number > 1")
-        need(is_int(self.scaling_sweeps) and self.scaling_sweeps >= 1, "scaling_sweeps",
-             "an integer >= 1")
-        for name in ("n_sinkhorn", "fallback_sweeps"):
-            need(is_int(getattr(self, name)) and getattr(self, name) >= 0, name,
-                 "an integer >= 0")
-        for name in ("cg_maxiter", "ls_maxiter", "patience", "n_bins"):
-            need(is_int(getattr(self, name)) and getattr(self, name) >= 1, name,
-                 "an integer >= 1")
-        need(self.sparsity in ("mass", "topk"), "sparsity", "'mass' or 'topk'")
-        for name in ("sinkhorn_rate", "ls_c1", "ls_beta", "cg_rtol", "cg_rtol_min"):
-            x = getattr(self, name)
-            need(is_num(x) and 0 < x < 1, name, "a number in (0, 1)")
-        for name in ("mass_ratio", "bin_width"):
-            x = getattr(self, name)
-            need(is_num(x) and x > 0, name, "a number > 0")
-        for name in ("max_drop", "shift"):
-            x = getattr(self, name)
-            need(is_num(x) and x >= 0, name, "a number >= 0")
-        need(self.max_density is None or (is_num(self.max_density)
-                                          and 0 < self.max_density <= 1),
-             "max_density", "None or a number in (0, 1]")
-        need(self.density is None or (is_num(self.density) and 0 < self.density <= 1),
-             "density", "None or a number in (0, 1]")
+        for names, kind, test, expected in _RULES:
+            is_kind = _KINDS[kind][0]
+            for name in names:
+                x = getattr(self, name)
+                # the type first: the range test needs a number (or a str)
+                if not (is_kind(x) and (x is None or test(x))):
+                    raise ValueError("SNS option %r must be %s, got %r" % (name, expected, x))

@@ -13,7 +13,8 @@ Rules (see ``docs/input_rules.rst``):
 - right kind, wrong shape or value (``M`` not 2-D, shapes that disagree,
   negative/NaN/inf weights, NaN/inf costs, ``reg <= 0``, unequal masses,
   out-of-range ``numItermax``/``stopThr``) -> ``ValueError``;
-- unknown SNS option -> ``TypeError``; SNS option out of range -> ``ValueError``.
+- unknown SNS option -> ``TypeError``; SNS option out of range or of the
+  wrong type -> ``ValueError`` (:class:`pot_sns.SNSOptions` checks them).
 
 Every message starts with the argument's name (as the caller spells it, see
 ``names`` in :func:`check_problem`) and says what was expected and what was
@@ -50,7 +51,9 @@ Problem.__doc__ = """Validated problem returned by :func:`check_problem`.
 ``a``, ``b`` and ``M`` are arrays of the single backend ``nx`` (lists
 converted, ``[]``/``None`` weights made uniform), not yet cast to a common
 dtype nor detached. ``n_hists`` is 0 for a 1-D ``b`` and ``b.shape[1]``
-otherwise. ``options`` is the parsed :class:`pot_sns.SNSOptions`."""
+otherwise. ``options`` is the :class:`pot_sns.SNSOptions` built from the
+options given to :func:`check_problem` (its defaults when none were given):
+the options that solving the problem uses, parsed and checked once."""
 
 
 def _type_name(x):
@@ -139,16 +142,40 @@ def check_iteration_args(numItermax, stopThr, names=("numItermax", "stopThr")):
 
 
 def check_options(kwargs, caller="sinkhorn_newton_sparse"):
-    """Parse SNS options; unknown names raise ``TypeError``, bad values
-    ``ValueError`` (see :class:`pot_sns.SNSOptions`).
+    """Parse and check SNS options, once: :func:`check_problem` calls this.
 
-    ``kwargs`` may be a dict of options, ``None`` or an :class:`SNSOptions`.
+    Parameters
+    ----------
+    kwargs : dict, SNSOptions or None
+        The solver's ``**kwargs`` (option names and values), options already
+        built, or ``None`` for the defaults.
+    caller : str, optional
+        Function named in the message about unknown options.
+
+    Returns
+    -------
+    opts : SNSOptions
+        Checked options, numbers as Python ``int`` and ``float`` (NumPy
+        scalars such as ``np.int64(50)`` are accepted and converted).
+
+    Raises
+    ------
+    TypeError
+        An unknown option name, or ``kwargs`` of another type.
+    ValueError
+        An option out of its range or of the wrong type, naming the option.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pot_sns.validation import check_options
+    >>> check_options({"cg_maxiter": np.int64(50)}).cg_maxiter
+    50
     """
     if kwargs is None:
         return SNSOptions()
     if isinstance(kwargs, SNSOptions):
-        kwargs.check()
-        return kwargs
+        return kwargs  # checked when it was built (SNSOptions.__post_init__)
     if not isinstance(kwargs, dict):
         raise TypeError("%s: SNS options must be a dict of keyword arguments, got %s"
                         % (caller, _type_name(kwargs)))
@@ -423,7 +450,10 @@ def check_problem(a, b, M, reg, numItermax=1000, stopThr=1e-9, warmstart=None,
     warmstart : tuple or list, optional
         ``(log_u, log_v)`` or one pair per histogram of ``b``.
     options : dict or SNSOptions, optional
-        SNS keyword options (unknown names raise ``TypeError``).
+        SNS keyword options, as the solver's ``**kwargs`` (unknown names
+        raise ``TypeError``). They are checked first, and the problem
+        returned carries them: :func:`pot_sns.api.solve_checked` solves with
+        ``p.options``.
     names : dict, optional
         How the caller spells the arguments in messages, e.g.
         ``{"numItermax": "max_iter", "stopThr": "tol",
@@ -448,6 +478,9 @@ def check_problem(a, b, M, reg, numItermax=1000, stopThr=1e-9, warmstart=None,
     >>> p = check_problem([], [], [[0., 1.], [1., 0.]], 0.1)
     >>> p.a, p.n_hists
     (array([0.5, 0.5]), 0)
+    >>> p = check_problem([], [], [[0., 1.], [1., 0.]], 0.1, options={"n_sinkhorn": 5})
+    >>> p.options.n_sinkhorn
+    5
     >>> check_problem([.5, .5], [.5, .5], [[0., 1.], [1., 0.]], -1)
     Traceback (most recent call last):
         ...

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import pot_sns  # noqa: E402
+from dense_reference import NotConverged, dual_newton  # noqa: E402
 
 # CI: 40 fixed examples per property. For a deeper random search set e.g.
 # POT_SNS_HYPOTHESIS_EXAMPLES=500 (then examples are random, not derandomized).
@@ -92,22 +93,42 @@ def test_marginals_within_tolerance(prob):
     assert np.all(P[a == 0] == 0) and np.all(P[:, b == 0] == 0)
 
 
-@SETTINGS
-@given(problems())
-def test_agrees_with_sinkhorn_log_when_it_converged(prob):
-    a, b, M, reg = prob
-    P, _ = solve(a, b, M, reg)
-    # POT's sinkhorn_log on the support (log(0) would warn), with a bounded budget
-    ia, ib = np.flatnonzero(a), np.flatnonzero(b)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ref, log = ot.sinkhorn(a[ia], b[ib], M[np.ix_(ia, ib)], reg, method="sinkhorn_log",
-                               stopThr=1e-11, numItermax=3000, log=True)
-    if any("did not converge" in str(w.message) for w in caught):
-        return  # only compare with a converged reference
-    np.testing.assert_allclose(P[np.ix_(ia, ib)], ref, atol=1e-8, rtol=0)
-    cost = float(np.sum(M * P))
-    assert cost == pytest.approx(float(np.sum(M[np.ix_(ia, ib)] * ref)), abs=1e-8)
+#: Smallest fraction of the examples that test_agrees_with_exact_reference
+#: compares (the reference, damped Newton from a cold start, can run out of
+#: steps at the smallest reg: 2 of 200 random problems, 1 of the 40 of CI).
+MIN_COMPARED = 0.9
+
+
+def test_agrees_with_exact_reference():
+    """The plan and the cost of an exact reference (tests/dense_reference.py:
+    Newton on the dense dual, independent of pot_sns, to marginals at
+    rounding level). Problems on which the reference does not converge are
+    not compared: they are counted, and at least ``MIN_COMPARED`` of the
+    examples must compare (the message lists the others)."""
+    compared, skipped = [], []
+
+    @SETTINGS
+    @given(problems())
+    def agrees(prob):
+        a, b, M, reg = prob
+        P, _ = solve(a, b, M, reg)
+        # on the support: the reference needs positive weights
+        ia, ib = np.flatnonzero(a), np.flatnonzero(b)
+        Ms = M[np.ix_(ia, ib)]
+        try:
+            ref, _, _ = dual_newton(a[ia], b[ib], Ms, reg)
+        except NotConverged:
+            skipped.append((M.shape, reg))
+            return
+        compared.append((M.shape, reg))
+        np.testing.assert_allclose(P[np.ix_(ia, ib)], ref, atol=1e-8, rtol=0)
+        assert float(np.sum(M * P)) == pytest.approx(float(np.sum(Ms * ref)), abs=1e-8)
+
+    agrees()
+    total = len(compared) + len(skipped)
+    assert total and len(compared) >= MIN_COMPARED * total, (
+        "only %d of %d examples compared; the reference did not converge on (shape, reg) %s"
+        % (len(compared), total, skipped))
 
 
 @SETTINGS

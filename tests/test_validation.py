@@ -10,6 +10,7 @@ import pot_sns
 import pot_sns.api
 from pot_sns import validation
 from pot_sns.validation import check_problem
+from problems import make_problem
 
 A = np.full(3, 1 / 3)
 B = np.full(4, 1 / 4)
@@ -102,6 +103,17 @@ BAD = [
     ("option-type", dict(ls_maxiter=2.5), ValueError, r"SNS option 'ls_maxiter' must be"),
     ("option-choice", dict(sparsity="dense"), ValueError, r"SNS option 'sparsity'"),
     ("option-density", dict(max_density=0.0), ValueError, r"SNS option 'max_density'"),
+    ("option-bool-int", dict(cg_maxiter=True), ValueError,
+     r"SNS option 'cg_maxiter' must be an integer >= 1, got True"),
+    ("option-bool-real", dict(ls_beta=np.True_), ValueError, r"SNS option 'ls_beta' must be"),
+    ("option-nan", dict(cg_rtol=np.float32("nan")), ValueError,
+     r"SNS option 'cg_rtol' must be a number in \(0, 1\), got .*nan"),
+    ("option-float-for-int", dict(n_sinkhorn=np.float64(5.0)), ValueError,
+     r"SNS option 'n_sinkhorn' must be an integer >= 0"),
+    ("option-inf", dict(shift=np.inf), ValueError, r"SNS option 'shift' must be a finite"),
+    ("option-str-number", dict(density="0.1"), ValueError, r"SNS option 'density' must be"),
+    ("option-np-int-range", dict(cg_maxiter=np.int64(0)), ValueError,
+     r"SNS option 'cg_maxiter' must be an integer >= 1"),
     # warm start
     ("warmstart-shape", dict(warmstart=(np.zeros(2), np.zeros(4))), ValueError,
      r"^warmstart log_u must have shape \(3,\)"),
@@ -195,9 +207,114 @@ def test_check_problem_converts_and_fills_uniform_weights():
     assert p.a.dtype.kind == "f" and p.b.dtype.kind == "f"  # not integer zeros
     assert (p.reg, p.numItermax, p.stopThr, p.n_hists) == (0.5, 7, 1e-7, 0)
     assert type(p.reg) is float and type(p.numItermax) is int
-    assert isinstance(p.options, pot_sns.SNSOptions)
+    assert p.options == pot_sns.SNSOptions()  # none given: the defaults
     p = check_problem(A, np.c_[B, B, B], M, 1.0, options={"n_sinkhorn": 3})
     assert p.n_hists == 3 and p.options.n_sinkhorn == 3
+    opts = pot_sns.SNSOptions(n_sinkhorn=4)
+    assert check_problem(A, B, M, 1.0, options=opts).options is opts
+
+
+# ---------------------------------------------------------------- SNS options
+
+
+def test_every_option_has_a_rule():
+    """An option added without a rule would be neither checked nor normalised."""
+    from pot_sns import options
+
+    ruled = [name for names, *_ in options._RULES for name in names]
+    assert sorted(ruled) == sorted(pot_sns.SNSOptions.names())
+    assert len(ruled) == len(set(ruled))
+
+
+NUMPY_OPTIONS = {
+    "n_sinkhorn": np.int64(7), "scaling_sweeps": np.int32(3), "cg_maxiter": np.int64(50),
+    "ls_maxiter": np.uint8(12), "patience": np.int16(9), "n_bins": np.int64(100),
+    "fallback_sweeps": np.int64(0), "eps_scaling": np.False_, "cg_rtol": np.float64(0.25),
+    "ls_c1": np.float32(1e-3), "ls_beta": np.float64(0.5), "shift": np.float32(0.0),
+    "mass_ratio": np.int64(2), "density": np.float32(0.5), "max_density": np.float64(1.0),
+    "scaling_factor": np.float64(3.0), "bin_width": np.float16(0.25),
+}
+
+
+def test_numpy_scalar_options_are_accepted_as_python_numbers():
+    opts = validation.check_options(dict(NUMPY_OPTIONS))
+    for name, given in NUMPY_OPTIONS.items():
+        value = getattr(opts, name)
+        assert value == given, name
+        expected = (bool if isinstance(given, np.bool_) else
+                    int if isinstance(given, np.integer) and name != "mass_ratio" else float)
+        assert type(value) is expected, (name, type(value))
+    # the same options from Python numbers compare equal (and hash alike)
+    plain = pot_sns.SNSOptions(**{k: v.item() for k, v in NUMPY_OPTIONS.items()})
+    assert plain == opts and hash(plain) == hash(opts)
+
+
+def test_numpy_integer_cg_maxiter_solves_as_its_int():
+    """issue 14: numItermax=np.int64(50) worked, cg_maxiter=np.int64(50) raised."""
+    a, b, Mp = make_problem(40, 30, 0)
+    P, log = pot_sns.sinkhorn_newton_sparse(a, b, Mp, 2e-3, log=True,
+                                            numItermax=np.int64(500),
+                                            cg_maxiter=np.int64(50), cg_rtol=np.float32(0.1))
+    Q, ref = pot_sns.sinkhorn_newton_sparse(a, b, Mp, 2e-3, log=True, numItermax=500,
+                                            cg_maxiter=50, cg_rtol=float(np.float32(0.1)))
+    assert log["status"] == "converged" and log["n_newton"] > 0
+    np.testing.assert_array_equal(P, Q)
+    assert log["cg_iters"] == ref["cg_iters"]
+
+
+# options that leave a trace in the log: three sweeps at reg, none of the
+# epsilon scaling, no more while they contract; two CG iterations per step
+TRACED = dict(n_sinkhorn=np.int64(3), sinkhorn_rate=np.float64(1e-6), eps_scaling=False)
+
+
+def _assert_traced(log):
+    assert log["n_scaling"] == 0
+    assert log["stages"][:4] == ["sinkhorn"] * 3 + ["newton"]
+
+
+def _assert_defaults(log):
+    # the default epsilon scaling at reg = 2e-3 (< scaling_from * spread)
+    assert log["n_scaling"] > 0 and log["stages"][:4] == ["sinkhorn"] * 4
+
+
+def test_checked_problem_carries_its_options_into_solve_checked():
+    """The problem that check_problem returns solves with the options it was
+    given (it used to hold the defaults: a trap for solve_checked)."""
+    a, b, Mp = make_problem(40, 30, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # two CG iterations per step may not converge
+        _, log = pot_sns.api.solve_checked(check_problem(a, b, Mp, 2e-3, options=TRACED))
+        _, default = pot_sns.api.solve_checked(check_problem(a, b, Mp, 2e-3))
+        _, cg2 = pot_sns.api.solve_checked(
+            check_problem(a, b, Mp, 2e-3, options={"cg_maxiter": np.int64(2)}))
+    _assert_traced(log)
+    _assert_defaults(default)
+    assert max(default["cg_iters"]) > 2 and cg2["cg_iters"] and max(cg2["cg_iters"]) <= 2
+    with pytest.raises(ValueError, match="one histogram"):
+        pot_sns.api.solve_checked(check_problem(a, np.c_[b, b], Mp, 2e-3))
+
+
+@pytest.mark.parametrize("fn", [pot_sns.sinkhorn_newton_sparse, pot_sns.sinkhorn_newton_sparse2],
+                         ids=["sns", "sns2"])
+@pytest.mark.parametrize("hists", [0, 2])
+def test_solvers_parse_options_once_and_solve_with_them(monkeypatch, fn, hists):
+    a, b, Mp = make_problem(40, 30, 0)
+    if hists:
+        b = np.stack([b] * hists, 1)
+    parsed = []
+    real = validation.check_options
+    monkeypatch.setattr(validation, "check_options",
+                        lambda *args, **kw: parsed.append(1) or real(*args, **kw))
+    _, log = fn(a, b, Mp, 2e-3, log=True, **TRACED)
+    assert parsed == [1]
+    _, default = fn(a, b, Mp, 2e-3, log=True)
+    assert parsed == [1, 1]
+    if hists:
+        assert log["n_sinkhorn"] == [log["n_sinkhorn"][0]] * hists
+        assert log["n_sinkhorn"][0] < default["n_sinkhorn"][0]
+    else:
+        _assert_traced(log)
+        _assert_defaults(default)
 
 
 @pytest.mark.parametrize("rel", [0.0, 1e-12, 5e-7])
