@@ -1,6 +1,6 @@
 """Design figures beyond the timing table: the paper's Table 1 case, the cost
 of one Newton iteration as n grows, dense passes per Newton iteration and
-peak memory."""
+peak memory. :mod:`pot_sns.bench.report` formats them."""
 
 import math
 import statistics
@@ -105,14 +105,15 @@ def passes_per_newton(prob, stopThr=1e-9, **options):
     """Dense passes over n-by-m arrays per Newton iteration, by kind."""
     import ot
 
+    from ..kernels import make_kernel
+    from ..objective import BalancedObjective
     from ..options import SNSOptions
     from ..solver import solve
-    from ..kernels import make_kernel
 
     opts = SNSOptions.from_kwargs(options)
     nx = ot.backend.get_backend(prob.M)
     kernel = _Counting(make_kernel(nx, prob.M, prob.reg, opts.bin_width, opts.n_bins))
-    res = solve(kernel, prob.a, prob.b, opts, 100000, stopThr)
+    res = solve(kernel, BalancedObjective(nx, prob.a, prob.b, prob.reg), opts, 100000, stopThr)
     k = max(res.n_newton, 1)
     per = {key: val / k for key, val in sorted(kernel.newton.items())}
     # sweeps at the target reg (those of the epsilon-scaling warm-up use
@@ -120,7 +121,8 @@ def passes_per_newton(prob, stopThr=1e-9, **options):
     sweeps = sum(kernel.sweep.values()) / max(kernel.sweeps, 1)
     return {"problem": prob.label, "n_sinkhorn": res.n_sinkhorn, "n_newton": res.n_newton,
             "per_newton": per, "per_newton_total": sum(per.values()),
-            "per_sweep_total": sweeps}
+            "per_sweep_total": sweeps, "cg_iters": [int(c) for c in res.cg_iters],
+            "density": [float(d) for d in res.density]}
 
 
 def newton_iteration_time(prob, **options):
@@ -259,20 +261,3 @@ def table1(budget=60.0, repeat=1):
         r["speedup_lower_bound"] = base["status"] == "budget"
     return {"problem": prob.label, "rows": rows, "paper": PAPER_TABLE1}
 
-
-def format_table1(t1):
-    lines = ["Table 1 case (%s), to machine accuracy (L2 marginal error < 1e-13):" % t1["problem"],
-             "  %-26s %10s %18s %10s %10s  %s" % ("method", "time [s]", "iterations",
-                                                   "L1 err", "speed-up", "status")]
-    for r in t1["rows"]:
-        its = ("%d + %d" % (r["sinkhorn_iters"], r["newton_iters"]) if r["newton_iters"]
-               else "%d" % r["sinkhorn_iters"])
-        lines.append("  %-26s %10.3g %18s %10.1e %9s%s  %s" % (
-            r["method"], r["time"], its, r["l1"],
-            "≥" if r["speedup_lower_bound"] and r["method"] != "sinkhorn" else "",
-            "%.3gx" % r["speedup_vs_sinkhorn"], r["status"]))
-    p = t1["paper"]
-    lines.append("  paper (CPU): SNS %.2f s, %s iterations; Sinkhorn %.0f s, %d iterations; %dx"
-                 % (p["sns_time"], p["sns_iters"], p["sinkhorn_time"], p["sinkhorn_iters"],
-                    p["speedup"]))
-    return "\n".join(lines)

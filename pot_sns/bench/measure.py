@@ -12,13 +12,15 @@ with a tolerance tightened by the observed excess, until the target is met
 of ``repeat`` calls at the tolerance that met the target (fewer calls when
 they would take more than the budget in all).
 
-Every call runs in a forked child process, killed past twice the budget (a
+Every CPU call runs in a child process, killed past twice the budget (a
 safety net for solvers whose time the probe underestimates), so that no
-solver's threads or state reach the benchmark process. The timed calls run
-together in one child, after an untimed warm-up call when a call takes
-less than a second: a fresh child pays for its first writes to memory it
-shares with its parent (copy-on-write, about 20 ms at n=1000), which a
-user's call in a running program does not.
+solver's threads or state reach the benchmark process. The children come
+from a fork server (:func:`pot_sns.bench.runners._context`): a process
+that imported the solvers once and runs no threads of JAX or torch, so
+that forking is safe. The timed calls run together in one child, after an
+untimed warm-up call when a call takes less than a second: a fresh child
+pays for its first touches of memory (page faults, about 20 ms at
+n=1000), which a user's call in a running program does not.
 
 Each solver gets a time budget: a short probe run gives the cost of one
 iteration and the iteration cap is ``budget / cost``. A solver that hits the
@@ -120,10 +122,27 @@ def iteration_cap(runner, prob, budget):
     return max(runner.probe_iters, int(max(budget - fixed, 0.0) / per_iter))
 
 
+def _broken(run, mass):
+    """Why the plan of ``run`` is no plan, or "" when it may be one.
+
+    A run cut by the iteration cap may still be far from its marginals (a
+    Newton iterate can carry 1.7 times the mass): that is a solver out of
+    its budget. A plan that has collapsed (mass below 1e-3 of the weights',
+    e.g. POT's stabilized absorption underflowing), or that a solver
+    returns as converged with half the mass lost or gained, has diverged.
+    """
+    total = float(np.sum(run.plan))
+    if not total >= 1e-3 * mass:
+        return "diverged (plan mass %.3g instead of %.3g)" % (total, mass)
+    if run.status == "stopped" and not abs(total - mass) < 0.5 * mass:
+        return "diverged (plan mass %.3g instead of %.3g)" % (total, mass)
+    return ""
+
+
 def time_to_target(runner, prob, ref_cost, tol, cost_tol, budget, repeat=1):
     """Measure ``runner`` on ``prob``; returns a :class:`Result`."""
     n, m = prob.M.shape
-    mass = float(prob.a.sum() + prob.b.sum())
+    mass = float(prob.a.sum())
     old_timeout = getattr(runner, "timeout", None)
     # a safety net for solvers whose later iterations cost more than the
     # probe's: the call is killed past twice the budget
@@ -142,9 +161,10 @@ def time_to_target(runner, prob, ref_cost, tol, cost_tol, budget, repeat=1):
                 break
             l1 = l1_error(run.plan, prob.a, prob.b)
             rel = abs(float(np.sum(prob.M * run.plan)) - ref_cost) / max(abs(ref_cost), 1e-300)
-            if not l1 < 0.5 * mass:
+            why = _broken(run, mass)
+            if why:
                 run.status = "failed"
-                run.info["error"] = "diverged (L1 marginal error %.3g)" % l1
+                run.info["error"] = why
                 break
             met = l1 <= tol and rel <= cost_tol
             if met or run.status != "stopped":

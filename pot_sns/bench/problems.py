@@ -1,5 +1,6 @@
 """Benchmark problems: the public suite (costs normalised to max 1)."""
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ class Problem:
     Attributes
     ----------
     name : str
-        Problem family (``assignment``, ``gaussmix``, ``grid1d_w1``, ``grid1d_w2``).
+        Problem family (a key of :data:`FAMILIES`).
     a, b : ndarray, shapes (n,), (m,)
         Weights (float64, positive, equal mass).
     M : ndarray, shape (n, m)
@@ -99,26 +100,129 @@ def grid1d(n, power, seed=0):
     return a, b, M
 
 
+#: images of scikit-learn's handwritten digits are 8 by 8 pixels
+DIGITS_SIDE = 8
+#: floor of every pixel's weight, relative to the brightest pixel: see :func:`digits`
+DIGITS_FLOOR = 1e-6
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_images():
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise ImportError("the digits problems need scikit-learn, which is not installed: "
+                          'pip install "pot_sns[bench]" (or pip install scikit-learn)') from exc
+    return load_digits().images  # (1797, 8, 8), grey levels 0 to 16, shipped with sklearn
+
+
+def digit_histogram(image, side):
+    """An 8-by-8 digit upsampled to ``side`` by ``side`` pixels by bilinear
+    interpolation (non-negative: a convex combination of pixels), with the
+    floor :data:`DIGITS_FLOOR`, normalised to mass 1 (row-major pixels)."""
+    from scipy import ndimage
+
+    img = ndimage.zoom(np.asarray(image, dtype=np.float64), side / DIGITS_SIDE, order=1)
+    h = np.clip(img, 0.0, None).ravel()
+    h = h / h.sum()
+    h = h + DIGITS_FLOOR * h.max()
+    return h / h.sum()
+
+
+def pixel_grid(side):
+    """Pixel centres of a ``side`` by ``side`` image, row-major, shape (side**2, 2)."""
+    i, j = np.meshgrid(np.arange(side), np.arange(side), indexing="ij")
+    return np.stack([i.ravel(), j.ravel()], axis=1).astype(np.float64)
+
+
+def digits(n, power, seed=0):
+    """Two handwritten digits as histograms on the pixel grid.
+
+    Two distinct images of scikit-learn's ``load_digits`` (drawn by
+    ``seed``), upsampled from 8 by 8 to ``side`` by ``side`` pixels with
+    ``n = side**2`` (default 28 by 28, the size of MNIST, as in the paper's
+    image experiments), cost the Euclidean distance between pixel centres
+    (``power=1``, W1) or its square (``power=2``, W2), normalised to max 1.
+
+    Like real images, the digits leave many pixels (near) empty. Exact zeros
+    break POT's kernel-domain ``sinkhorn`` and ``sinkhorn_stabilized`` and
+    regot's SSNS (division by zero, non-finite plans), so every pixel gets a
+    floor of 1e-6 times the brightest pixel's weight (:data:`DIGITS_FLOOR`):
+    21% and 31% of the pixels of the two default 28 by 28 digits carry only
+    that.
+    """
+    side = square_side(n)
+    rng = np.random.default_rng(seed)
+    images = _digit_images()
+    i, j = rng.choice(len(images), size=2, replace=False)
+    a, b = digit_histogram(images[i], side), digit_histogram(images[j], side)
+    x = pixel_grid(side)
+    M = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)) ** power
+    M /= M.max()
+    return a, b, M
+
+
+def square_side(n):
+    """``side`` with ``side**2 == n``, for the image problems."""
+    side = int(round(math.sqrt(n)))
+    if side * side != n or side < 2:
+        raise ValueError("the digits problems are square images: n must be a square >= 4 "
+                         "(256 for 16x16, 784 for 28x28), got %r" % n)
+    return side
+
+
 FAMILIES = {
     "assignment": (lambda n, seed: assignment(n, seed), 500),
     "gaussmix": (lambda n, seed: gaussmix(n, seed), 1000),
     "grid1d_w1": (lambda n, seed: grid1d(n, 1, seed), 1000),
     "grid1d_w2": (lambda n, seed: grid1d(n, 2, seed), 1000),
+    "digits_w1": (lambda n, seed: digits(n, 1, seed), 784),
+    "digits_w2": (lambda n, seed: digits(n, 2, seed), 784),
     "gauss": (lambda n, seed: gauss(n, seed), 1000),
 }
 #: the public suite, run by default
-SUITE = ["assignment", "gaussmix", "grid1d_w1", "grid1d_w2"]
+SUITE = ["assignment", "gaussmix", "grid1d_w1", "grid1d_w2", "digits_w1", "digits_w2"]
+#: the image problems: their size is a square
+IMAGES = ("digits_w1", "digits_w2")
 PAPER_REG = 1.0 / 1200
 
 
+def available(name):
+    """``(True, "")`` when problem ``name`` can be built here, else
+    ``(False, reason)`` (the digits need scikit-learn)."""
+    if name in IMAGES:
+        try:
+            _digit_images()
+        except ImportError as exc:
+            return False, str(exc)
+    return True, ""
+
+
+def check_size(name, n):
+    """Raise ``ValueError`` when ``n`` is not a valid size of problem ``name``."""
+    if n is None:
+        return
+    if n < 2:
+        raise ValueError("n must be >= 2, got %r" % n)
+    if name in IMAGES:
+        square_side(n)
+
+
 def make(name, n=None, reg=1e-3, seed=0):
-    """Build the problem ``name`` of size ``n`` (the family's default when None)."""
+    """Build the problem ``name`` of size ``n`` (the family's default when None).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or a size the family does not have.
+    ImportError
+        For the digits without scikit-learn.
+    """
     if name not in FAMILIES:
         raise ValueError("problems: unknown problem %r; choose among %s"
                          % (name, ", ".join(FAMILIES)))
     build, n0 = FAMILIES[name]
     n = n0 if n is None else int(n)
-    if n < 2:
-        raise ValueError("n must be >= 2, got %r" % n)
+    check_size(name, n)
     a, b, M = build(n, seed)
     return Problem(name, a, b, M, float(reg))

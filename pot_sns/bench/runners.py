@@ -7,7 +7,9 @@ reading the plan back are not. Optional libraries (regot, ott-jax, torch,
 cupy) are imported only when their runner is used.
 """
 
+import functools
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -59,12 +61,13 @@ def available(name):
 
     if name.startswith("regot"):
         if importlib.util.find_spec("regot") is None:
-            return False, "regot is not installed (pip install regot)"
+            return False, ('regot is not installed: pip install "pot_sns[bench]" '
+                           "(or pip install regot)")
         return True, ""
     if name in OTT_CONFIGS:
         # not imported here: JAX runs in a worker process (see OTT)
         if importlib.util.find_spec("jax") is None or importlib.util.find_spec("ott") is None:
-            return False, "ott-jax is not installed (pip install ott-jax)"
+            return False, 'ott-jax is not installed: pip install "pot_sns[ott]"'
         return True, ""
     return False, "unknown solver %r" % name
 
@@ -142,32 +145,70 @@ def _error(exc):
     return {"error": "%s: %s" % (type(exc).__name__, text)}
 
 
-def _isolated(fn, timeout):
-    """``fn()`` in a forked child process, killed after ``timeout`` seconds.
+def _context():
+    """The start method of the isolated calls: ``forkserver`` (None where
+    there is none, e.g. Windows).
 
-    Returns the child's :class:`Run`, a ``"killed"`` run when it was killed,
-    or a ``"failed"`` one when it crashed. Without ``fork`` (Windows), runs
-    ``fn()`` here, without a hard time limit.
+    The children fork from a server process that has imported the solvers
+    once and has run nothing, not from the benchmark's process: forking a
+    process where JAX, torch or BLAS threads run can deadlock the child
+    (Python warns), and a fork server has none running. It starts a child
+    in milliseconds, where ``spawn`` would import numpy, POT and torch again
+    for every call.
     """
     import multiprocessing
 
     try:
-        ctx = multiprocessing.get_context("fork")
-    except ValueError:
+        ctx = multiprocessing.get_context("forkserver")
+        from multiprocessing import forkserver
+    except (ValueError, ImportError):
+        return None
+    # where the server is not running yet: it preloads the solvers' modules,
+    # without POT's torch, JAX and TensorFlow backends (its children solve
+    # numpy problems only), which would take seconds to import
+    ctx.set_forkserver_preload([__name__, "pot_sns", "ot", "pot_sns.bench.cli"])
+    saved = {k: os.environ.get(k) for k in _SERVER_ENV}
+    os.environ.update(_SERVER_ENV)
+    try:
+        forkserver.ensure_running()  # inherits this environment when it starts
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
+    return ctx
+
+
+#: the fork server's environment (see :func:`_context`)
+_SERVER_ENV = {"POT_BACKEND_DISABLE_%s" % k: "1" for k in ("PYTORCH", "JAX", "TENSORFLOW",
+                                                           "CUPY")}
+
+
+def _child(fn, send):
+    """The isolated child: ``fn()``, its :class:`Run` sent back on ``send``."""
+    try:
+        out = fn()
+    except BaseException as exc:  # noqa: B902 - reported to the parent
+        out = Run(None, math.nan, 0, "failed", info=_error(exc))
+    try:
+        send.send(out)
+    finally:
+        send.close()
+
+
+def _isolated(fn, timeout):
+    """``fn()`` (picklable) in a child process, killed after ``timeout`` seconds.
+
+    Returns the child's :class:`Run`, a ``"killed"`` run when it was killed,
+    or a ``"failed"`` one when it crashed. Without a fork server (Windows),
+    runs ``fn()`` here, without a hard time limit.
+    """
+    ctx = _context()
+    if ctx is None:
         return fn()
     recv, send = ctx.Pipe(duplex=False)
-
-    def child():
-        try:
-            out = fn()
-        except BaseException as exc:  # noqa: B902 - reported to the parent
-            out = Run(None, math.nan, 0, "failed", info=_error(exc))
-        try:
-            send.send(out)
-        finally:
-            send.close()
-
-    proc = ctx.Process(target=child, daemon=True)
+    proc = ctx.Process(target=_child, args=(fn, send), daemon=True)
     t0 = time.perf_counter()
     proc.start()
     send.close()
@@ -176,6 +217,7 @@ def _isolated(fn, timeout):
             try:
                 return recv.recv()
             except (EOFError, OSError):
+                proc.join(1.0)
                 return Run(None, math.nan, 0, "failed",
                            info={"error": "crashed (exit code %s)" % proc.exitcode})
         return Run(None, time.perf_counter() - t0, 0, "killed",
@@ -185,6 +227,15 @@ def _isolated(fn, timeout):
         if proc.is_alive():
             proc.kill()
         proc.join()
+
+
+def _timed_calls(runner, prob, tol, max_iter, repeat, budget, wall):
+    """The timed calls of :meth:`Runner.timed`, as one :class:`Run` whose
+    ``info["walls"]`` holds their wall times."""
+    if wall < WARM_UP_BELOW:
+        runner._run(prob, tol, max_iter)
+    walls = _walls(functools.partial(runner._run, prob, tol, max_iter), repeat, budget)
+    return Run(None, sum(walls), len(walls), "stopped", info={"walls": walls})
 
 
 class Runner:
@@ -198,7 +249,7 @@ class Runner:
     #: the solver stops on the L1 (True) or L2 (False) marginal error
     l1_criterion = False
     #: hard wall-clock limit of one call (seconds); None: no limit. Calls
-    #: then run in a forked child process (where available), killed on time.
+    #: then run in a child process (where available), killed on time.
     timeout = None
 
     def __init__(self, device):
@@ -210,7 +261,7 @@ class Runner:
 
     def run(self, prob, tol, max_iter):
         if self.timeout is not None and self.device.host:
-            return _isolated(lambda: self._run(prob, tol, max_iter), self.timeout)
+            return _isolated(functools.partial(self._run, prob, tol, max_iter), self.timeout)
         return self._run(prob, tol, max_iter)
 
     def timed(self, prob, tol, max_iter, repeat, budget, wall):
@@ -218,12 +269,7 @@ class Runner:
         ``budget`` in all), in one child process when calls are isolated,
         after an untimed warm-up call when one call (``wall``, measured
         before) takes less than :data:`WARM_UP_BELOW` seconds."""
-        def calls():
-            if wall < WARM_UP_BELOW:
-                self._run(prob, tol, max_iter)
-            walls = _walls(lambda: self._run(prob, tol, max_iter), repeat, budget)
-            return Run(None, sum(walls), len(walls), "stopped", info={"walls": walls})
-
+        calls = functools.partial(_timed_calls, self, prob, tol, max_iter, repeat, budget, wall)
         if self.timeout is not None and self.device.host:
             limit = (repeat + 2) * (wall + self.timeout) + budget
             out = _isolated(calls, limit)

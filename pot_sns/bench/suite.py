@@ -33,33 +33,65 @@ class Progress:
             self.stream.flush()
 
 
+def make_runners(solvers, device, sns_options=None):
+    """The runners of ``solvers`` that can run here on ``device`` (a
+    :class:`~pot_sns.bench.runners.Device`), and the others with the reason.
+
+    Returns
+    -------
+    runners : dict
+        Solver name to runner, in the order of ``solvers``.
+    skipped : dict
+        Solver name to why it cannot run here and how to install it.
+    """
+    runners, skipped = {}, {}
+    for name in solvers:
+        ok, why = available(name)
+        if ok:
+            try:
+                runners[name] = make_runner(name, device, sns_options)
+            except (ValueError, ImportError) as exc:
+                ok, why = False, str(exc)
+        if not ok:
+            skipped[name] = why
+    return runners, skipped
+
+
 def run_suite(problem_names, regs, solvers, n=None, tol=1e-6, cost_tol=1e-6, budget=2.0,
               repeat=1, device="cpu", sns_options=None, quiet=False, stream=None):
     """Measure ``solvers`` on every problem instance.
+
+    Parameters
+    ----------
+    problem_names : list of str
+        Keys of :data:`~pot_sns.bench.problems.FAMILIES`.
+    regs : list of float
+        Regularizations.
+    solvers : list of str
+        Among :data:`~pot_sns.bench.runners.SOLVERS`.
+    n : int, list of int or None
+        Size(s) of every problem; None: each family's default.
 
     Returns
     -------
     results : list of :class:`~pot_sns.bench.measure.Result`
     skipped : dict
-        Solvers that could not run here, with the reason.
+        Solvers and problems that could not run here, with the reason.
     """
-    dev = Device(device)
-    skipped = {}
-    runners = {}
-    for name in solvers:
-        ok, why = available(name)
+    runners, skipped = make_runners(solvers, Device(device), sns_options)
+    sizes = list(n) if isinstance(n, (list, tuple)) else [n]
+    names = []
+    for name in problem_names:
+        ok, why = problems.available(name)
         if ok:
-            try:
-                runners[name] = make_runner(name, dev, sns_options)
-            except (ValueError, ImportError) as exc:
-                ok, why = False, str(exc)
-        if not ok:
+            names.append(name)
+        else:
             skipped[name] = why
-    insts = [(p, r) for p in problem_names for r in regs]
+    insts = [(p, size, r) for p in names for size in sizes for r in regs]
     progress = Progress(len(insts) * (len(runners) + 1), stream, quiet)
     results = []
     try:
-        _measure_all(insts, n, runners, tol, cost_tol, budget, repeat, progress, results)
+        _measure_all(insts, runners, tol, cost_tol, budget, repeat, progress, results)
     finally:
         from .runners import OTT
 
@@ -67,8 +99,8 @@ def run_suite(problem_names, regs, solvers, n=None, tol=1e-6, cost_tol=1e-6, bud
     return results, skipped
 
 
-def _measure_all(insts, n, runners, tol, cost_tol, budget, repeat, progress, results):
-    for name, reg in insts:
+def _measure_all(insts, runners, tol, cost_tol, budget, repeat, progress, results):
+    for name, n, reg in insts:
         prob = problems.make(name, n, reg)
         progress.start("%s: reference" % prob.label)
         ref_cost, ref_err = reference(prob)
@@ -93,8 +125,10 @@ def _measure_all(insts, n, runners, tol, cost_tol, budget, repeat, progress, res
 
 
 def describe(problem_names, regs, n):
+    """``gaussmix n=1000, ...; reg in {1e-02, 1e-03}``: what a run measures."""
+    sizes = list(n) if isinstance(n, (list, tuple)) else [n]
     parts = []
     for p in problem_names:
-        size = n if n is not None else problems.FAMILIES[p][1]
-        parts.append("%s n=%d" % (p, size))
+        ns = [size if size is not None else problems.FAMILIES[p][1] for size in sizes]
+        parts.append("%s n=%s" % (p, ",".join(str(x) for x in ns)))
     return "%s; reg in {%s}" % (", ".join(parts), ", ".join(format_reg(r) for r in regs))
