@@ -38,6 +38,11 @@ import weakref
 import numpy as np
 import scipy.sparse as sp
 
+try:  # compiled CSR mat-vecs, without scipy's per-call checks (see CSRBlock)
+    from scipy.sparse import _sparsetools as _SPARSETOOLS
+except ImportError:  # pragma: no cover - a scipy that moved them
+    _SPARSETOOLS = None
+
 from .base import HessianBlock, Kernel, row_blocks
 from .threads import blas_threads
 
@@ -168,27 +173,55 @@ class LazyHistogram:
 
 class CSRBlock(HessianBlock):
     """Kept plan entries as a scipy CSR matrix ``S``; ``S^T`` products use the
-    CSC view of the same arrays and ``S o S`` shares its index arrays."""
+    CSC view of the same arrays and ``S o S`` shares its index arrays.
+
+    The products call scipy's compiled CSR/CSC mat-vec routines directly when
+    scipy has them (``scipy.sparse._sparsetools``): on the small systems of
+    many-problem jobs (n of a few hundred), the checks and dispatch of
+    ``S @ x`` cost several times the product itself, and CG runs hundreds of
+    them per problem.
+    """
 
     def __init__(self, S):
         self.S = S
         self.nnz = S.nnz
+        self._ST = None
+
+    def _mv(self, data, x, transpose):
+        n, m = self.S.shape
+        if _SPARSETOOLS is not None and x.dtype == data.dtype:
+            S = self.S
+            if transpose:
+                out = np.zeros(m, dtype=x.dtype)
+                _SPARSETOOLS.csc_matvec(m, n, S.indptr, S.indices, data, x, out)
+            else:
+                out = np.zeros(n, dtype=x.dtype)
+                _SPARSETOOLS.csr_matvec(n, m, S.indptr, S.indices, data, x, out)
+            return out
+        A = self.S if data is self.S.data else self._sq()
+        if not transpose:
+            return A @ x
+        if A is self.S:
+            if self._ST is None:
+                self._ST = A.T
+            return self._ST @ x
+        return A.T @ x
 
     def matvec(self, x):
-        return self.S @ x
+        return self._mv(self.S.data, x, False)
 
     def rmatvec(self, y):
-        return self.S.T @ y
+        return self._mv(self.S.data, y, True)
 
     def _square(self):
         S = self.S
         return sp.csr_matrix((S.data * S.data, S.indices, S.indptr), shape=S.shape)
 
     def sq_matvec(self, x):
-        return self._sq() @ x
+        return self._mv(self._sq().data, x, False)
 
     def sq_rmatvec(self, y):
-        return self._sq().T @ y
+        return self._mv(self._sq().data, y, True)
 
 
 class FullBlock(HessianBlock):
