@@ -27,12 +27,14 @@ from ot.utils import OTResult
 
 from . import implicit, validation
 from .api import sinkhorn_newton_sparse, sinkhorn_newton_sparse2, solve_checked
+from .unbalanced import routing as _unbalanced
 
 #: Method names that select SNS (compared case-insensitively).
 SNS_METHODS = ("sns", "sinkhorn_newton_sparse")
 
-#: The four POT functions that gain ``method="sns"``.
-TARGETS = ("solve", "solve_sample", "sinkhorn", "sinkhorn2")
+#: The POT functions that gain ``method="sns"`` (the unbalanced ones run
+#: :mod:`pot_sns.unbalanced.routing`).
+TARGETS = ("solve", "solve_sample", "sinkhorn", "sinkhorn2") + tuple(_unbalanced.IMPLS)
 
 _GRAD_MODES = ("autodiff", "envelope", "detach", "last_step")
 
@@ -192,6 +194,10 @@ def solve_sns(M, a=None, b=None, reg=None, c=None, reg_type="KL", unbalanced=Non
     array([[0.36552929, 0.13447071],
            [0.13447071, 0.36552929]])
     """
+    if unbalanced is not None:  # unbalanced entropic OT: pot_sns.unbalanced
+        return _unbalanced.solve_unbalanced_sns(
+            M, a, b, reg, c, reg_type, unbalanced, unbalanced_type, method, n_threads,
+            max_iter, plan_init, potentials_init, tol, verbose, grad)
     _check_supported(reg, c, reg_type, unbalanced, grad)
     if max_iter is None:
         max_iter = 1000
@@ -392,7 +398,8 @@ def sinkhorn2_sns(a, b, M, reg, method="sns", numItermax=1000, stopThr=1e-9,
                                    warmstart=warmstart, **kwargs)
 
 
-_IMPLS = {"solve": solve_sns, "sinkhorn": sinkhorn_sns, "sinkhorn2": sinkhorn2_sns}
+_IMPLS = {"solve": solve_sns, "sinkhorn": sinkhorn_sns, "sinkhorn2": sinkhorn2_sns,
+          **_unbalanced.IMPLS}
 
 
 def _bind(original, sig, impl, args, kwargs):
@@ -490,6 +497,9 @@ def register():
                 _ORIGINALS[name] = current
                 _WRAPPERS[name] = _make_wrapper(name, current)
             _rebind(current, _WRAPPERS[name])
+        _unbalanced.register_da()
+    from .batch import hooks as batch_hooks  # ot.batch.solve_batch(method="sns")
+    batch_hooks.register()
 
 
 def unregister():
@@ -511,6 +521,9 @@ def unregister():
     with _LOCK:
         for name, wrapper in _WRAPPERS.items():
             _rebind(wrapper, _ORIGINALS[name])
+        _unbalanced.unregister_da()
+    from .batch import hooks as batch_hooks
+    batch_hooks.unregister()
 
 
 def is_registered():

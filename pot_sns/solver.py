@@ -247,7 +247,13 @@ def _newton_iteration(run, st):
 def _accept(run, st, trial, sparse_solved, info):
     """Move to an accepted trial point; stall and densify safeguards."""
     nx, opts = run.nx, run.opts
-    st.u, st.v, st.r, st.c, st.hist = trial.u, trial.v, trial.r, trial.c, trial.hist
+    obj = run.objective
+    st.r, st.c, st.hist = trial.r, trial.c, trial.hist
+    st.u, st.v = obj.translate(trial.u, trial.v)
+    if st.u is not trial.u:
+        # the exact maximum along the plan-preserving direction: the sums
+        # and the histogram stay valid, only the targets (the error) move
+        trial.err = norm2(nx, obj.row_target(st.u) - st.r, obj.col_target(st.v) - st.c)
     st.current = True
     run.out.n_newton += 1
     # Far from the optimum (tiny reg) damped Newton raises the dual for many

@@ -702,7 +702,7 @@ def test_parity_docs_list_every_selected_and_excluded_test():
     assert conf.DELEGATION <= set(conf.SELECTED)
 
 
-def test_parity_runner_extracts_only_the_two_test_files(tmp_path):
+def test_parity_runner_extracts_only_its_test_files(tmp_path):
     spec = importlib.util.spec_from_file_location(
         "pot_sns_parity_runner", ROOT / "tests" / "parity" / "run_pot_tests.py")
     runner = importlib.util.module_from_spec(spec)
@@ -711,6 +711,7 @@ def test_parity_runner_extracts_only_the_two_test_files(tmp_path):
     with tarfile.open(sdist, "w:gz") as tar:
         for name, text in (("pot-9.9.9/test/test_bregman.py", b"B"),
                            ("pot-9.9.9/test/test_solvers.py", b"S"),
+                           ("pot-9.9.9/test/test_da.py", b"D"),
                            ("pot-9.9.9/test/test_other.py", b"O"),
                            ("pot-9.9.9/ot/__init__.py", b"X")):
             info = tarfile.TarInfo(name)
@@ -721,6 +722,7 @@ def test_parity_runner_extracts_only_the_two_test_files(tmp_path):
     dest = tmp_path / "out"
     dest.mkdir()
     files = runner.extract_tests(sdist, dest)
-    assert [f.name for f in files] == ["test_bregman.py", "test_solvers.py"]
-    assert sorted(p.name for p in dest.iterdir()) == ["test_bregman.py", "test_solvers.py"]
+    assert [f.name for f in files] == ["test_bregman.py", "test_solvers.py", "test_da.py"]
+    assert sorted(p.name for p in dest.iterdir()) == ["test_bregman.py", "test_da.py",
+                                                      "test_solvers.py"]
     assert (dest / "test_solvers.py").read_bytes() == b"S"

@@ -9,9 +9,13 @@ fixture and ``pytest.skip_backend``). Then, during each selected test:
 - ``ot.sinkhorn`` / ``ot.sinkhorn2`` (and the copies POT's modules import)
   with ``method`` "sinkhorn" or "sinkhorn_log" and ``reg > 0`` run
   ``method="sinkhorn_newton_sparse"``;
-- ``ot.solve`` (also when reached from ``ot.solve_sample``) on balanced
-  entropic problems (``reg > 0``, ``unbalanced=None``, ``c=None``,
-  ``reg_type`` "KL"/"entropy") runs ``method="sns"``.
+- ``ot.solve`` (also when reached from ``ot.solve_sample``) on entropic
+  problems (``reg > 0``, ``c=None``, ``reg_type`` "KL"/"entropy"), balanced
+  or unbalanced with ``unbalanced_type="KL"``, runs ``method="sns"``;
+- ``ot.unbalanced.sinkhorn_unbalanced`` / ``..2`` (and the copy ``ot.da``
+  imports) with ``method="sinkhorn"`` run ``method="sns"``;
+- ``ot.da.SinkhornTransport.fit`` with ``method`` "sinkhorn" or
+  "sinkhorn_log" runs with ``method="sns"`` (pot_sns's own ``fit``).
 
 So POT's assertions judge SNS. POT's other solvers (stabilized, epsilon
 scaling, greenkhorn, lazy/empirical Sinkhorn, exact OT) are not routed and
@@ -32,6 +36,7 @@ from pathlib import Path
 import pytest
 
 import ot
+import ot.da
 from pot_sns import plugin
 
 HERE = Path(__file__).resolve().parent
@@ -44,10 +49,16 @@ def _method_routed(params):
     return params.get("method") in ROUTED_METHODS
 
 
-def _balanced_entropic(params):
-    # unbalanced_type is unused when unbalanced is None: one of its values suffices
+def _entropic_kl(params):
+    """Entropic problems SNS solves: balanced (then unbalanced_type is unused,
+    and one of its values, "KL", suffices), or unbalanced with KL penalties."""
     return (params["reg"] is not None and params["reg_type"] in ("KL", "entropy")
-            and params["unbalanced"] is None and params["unbalanced_type"] == "KL")
+            and params["unbalanced_type"] == "KL")
+
+
+#: POT's unbalanced Sinkhorn method replaced by SNS (ot.solve's; the
+#: stabilized and translation-invariant variants stay POT's references)
+ROUTED_UNBALANCED_METHODS = ("sinkhorn",)
 
 
 #: Tests that run: (file, test name) -> predicate on the parametrization, or None for all.
@@ -82,13 +93,17 @@ SELECTED = {
     ("test_solvers.py", "test_solve_last_step"): None,
     ("test_solvers.py", "test_solve_detach"): None,
     ("test_solvers.py", "test_solve_envelope"): None,
-    ("test_solvers.py", "test_solve_grid"): _balanced_entropic,
+    ("test_solvers.py", "test_solve_grid"): _entropic_kl,
     ("test_solvers.py", "test_solve_not_implemented"): None,
     ("test_solvers.py", "test_solve_sample_lazy"): None,
     ("test_solvers.py", "test_zero_mass_solvers"): None,
     ("test_solvers.py", "test_solve_sample_debias"): lambda p: p["reg"] is not None,
     ("test_solvers.py", "test_solvers_bad_method"): None,
-    ("test_solvers.py", "test_solve_bary_sample"): _balanced_entropic,
+    ("test_solvers.py", "test_solve_bary_sample"): _entropic_kl,
+    ("test_da.py", "test_sinkhorn_transport_class"): None,
+    ("test_da.py", "test_unbalanced_sinkhorn_transport_class"): None,
+    ("test_da.py", "test_log_da"):
+        lambda p: p["class_to_test"].__name__ == "SinkhornTransport",
 }
 
 #: Selected tests that make no entropic solve: they check that POT's own
@@ -169,8 +184,10 @@ def _route_solve(wrapper, calls):
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         arg = bound.arguments
-        reg_type = arg["reg_type"]
-        if (_positive(arg["reg"]) and arg["unbalanced"] is None and arg["c"] is None
+        reg_type, ub_type = arg["reg_type"], arg["unbalanced_type"]
+        if (_positive(arg["reg"]) and arg["c"] is None
+                and (arg["unbalanced"] is None
+                     or (isinstance(ub_type, str) and ub_type.lower() == "kl"))
                 and isinstance(reg_type, str) and reg_type.lower() in ("kl", "entropy")
                 and arg["method"] in (None,) + ROUTED_METHODS):
             calls.append("solve")
@@ -201,6 +218,38 @@ def _route_sinkhorn(wrapper, calls):
     return routed
 
 
+def _route_unbalanced(wrapper, calls):
+    sig = inspect.signature(wrapper)
+
+    def routed(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arg = dict(bound.arguments)
+        extra = arg.pop("kwargs", {})
+        method = arg["method"]
+        if (isinstance(method, str) and method.lower() in ROUTED_UNBALANCED_METHODS
+                and _positive(arg["reg"]) and not extra):
+            calls.append(wrapper.__name__)
+            arg["method"] = "sns"
+            return wrapper(**arg)
+        return wrapper(*args, **kwargs)
+
+    return routed
+
+
+def _route_da_fit(fit, calls):
+    """``SinkhornTransport.fit`` with POT's Sinkhorn methods runs pot_sns's
+    ``fit`` (``method="sns"``): SNS with the continuous map in the log domain
+    and the semi-supervised mode's forbidden pairs handled."""
+    def routed(self, *args, **kwargs):
+        if self.method in ROUTED_METHODS:
+            calls.append("SinkhornTransport.fit")
+            self.method = "sns"
+        return fit(self, *args, **kwargs)
+
+    return routed
+
+
 @pytest.fixture(autouse=True)
 def route_to_sns(request, monkeypatch):
     """Route the balanced entropic solves of one POT test to SNS; check that
@@ -212,11 +261,15 @@ def route_to_sns(request, monkeypatch):
         pytest.fail("pot_sns is not registered with POT: nothing would be routed")
     calls = []
     for name, make in (("solve", _route_solve), ("sinkhorn", _route_sinkhorn),
-                       ("sinkhorn2", _route_sinkhorn)):
+                       ("sinkhorn2", _route_sinkhorn),
+                       ("sinkhorn_unbalanced", _route_unbalanced),
+                       ("sinkhorn_unbalanced2", _route_unbalanced)):
         wrapper = getattr(ot, name)
         router = make(wrapper, calls)
         for module, attr in plugin._places(wrapper):
             monkeypatch.setattr(module, attr, router)
+    monkeypatch.setattr(ot.da.SinkhornTransport, "fit",
+                        _route_da_fit(ot.da.SinkhornTransport.fit, calls))
     yield calls
     _ROUTED[request.node.nodeid] = len(calls)
     report = getattr(request.node, "_pot_sns_call_report", None)

@@ -1,13 +1,13 @@
-"""Run POT's own Sinkhorn and ``ot.solve`` tests against SNS (``tox -e pot-parity``).
+"""Run POT's own Sinkhorn, ``ot.solve`` and ``ot.da`` tests against SNS (``tox -e pot-parity``).
 
 POT's wheel ships no tests; its sdist ships ``test/test_*.py``. This script
 
 1. downloads the sdist of the *installed* POT version with pip (kept in a
    cache folder, so a second run needs no network),
-2. extracts ``test/test_bregman.py`` and ``test/test_solvers.py`` into a
-   temporary folder, next to a copy of ``tests/parity/pot_conftest.py`` named
-   ``conftest.py`` (it selects the tests and routes POT's balanced entropic
-   solves to SNS),
+2. extracts ``test/test_bregman.py``, ``test/test_solvers.py`` and
+   ``test/test_da.py`` into a temporary folder, next to a copy of
+   ``tests/parity/pot_conftest.py`` named ``conftest.py`` (it selects the
+   tests and routes POT's entropic solves, balanced and unbalanced, to SNS),
 3. runs pytest there with ``-p pot_sns.testing`` and returns its exit code.
 
 POT's code is never copied into this repository.
@@ -17,7 +17,7 @@ Usage::
     python tests/parity/run_pot_tests.py [--cache DIR] [--keep] [pytest arguments...]
 
 Environment: ``POT_SNS_PARITY_CACHE`` sets the default cache folder;
-``POT_SNS_PARITY_ALL=1`` runs every test of the two files (routed) instead of
+``POT_SNS_PARITY_ALL=1`` runs every test of the files (routed) instead of
 the selection, to review the selection against a new POT release.
 """
 
@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TEST_FILES = ("test_bregman.py", "test_solvers.py")
+TEST_FILES = ("test_bregman.py", "test_solvers.py", "test_da.py")
 
 
 def pot_version():
