@@ -356,11 +356,14 @@ def _cast(nx, x, ref):
     return x
 
 
-def _embed(nx, x, rows, cols, shape, fill=0.0):
-    """Place ``x`` at ``rows`` (and ``cols``) of an array of ``shape`` filled with ``fill``."""
+def _embed(nx, x, rows, cols, shape, fill=0.0, values=None):
+    """Place ``x`` at ``rows`` (and ``cols``) of an array of ``shape`` filled
+    with ``fill``; ``values=(index, array)`` sets more entries."""
     host = np.full(shape, fill, dtype=nx.to_numpy(x[:1]).dtype)
     if cols is None:
         host[rows] = nx.to_numpy(x)
     else:
         host[np.ix_(rows, cols)] = nx.to_numpy(x)
+    if values is not None and values[1] is not None:
+        host[values[0]] = nx.to_numpy(values[1])
     return nx.from_numpy(host, type_as=x)

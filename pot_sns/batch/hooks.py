@@ -11,30 +11,12 @@ same arguments. :func:`unregister` puts POT's function back.
 
 import functools
 import inspect
-import sys
 import threading
 
-from ..plugin import is_sns
+from ..plugin import _rebind, is_sns
 
 _LOCK = threading.RLock()
 _STATE = {"original": None, "wrapper": None}
-
-
-def _places(obj):
-    """``(module, attribute)`` of every loaded ``ot`` module holding ``obj``."""
-    found = []
-    for name, module in list(sys.modules.items()):
-        if module is None or not (name == "ot" or name.startswith("ot.")):
-            continue
-        for attr, value in list(getattr(module, "__dict__", {}).items()):
-            if value is obj:
-                found.append((module, attr))
-    return found
-
-
-def _rebind(old, new):
-    for module, attr in _places(old):
-        setattr(module, attr, new)
 
 
 def _make_wrapper(original):

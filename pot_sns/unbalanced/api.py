@@ -3,9 +3,9 @@
 import warnings
 
 import numpy as np
-from ot.utils import list_to_array
 
 from .. import implicit
+from ..api import _cast, _embed
 from ..kernels import make_kernel
 from ..solver import solve
 from . import gradients
@@ -435,26 +435,3 @@ def _promote(nx, M, a, b, c):
         c = c if nx.dtype_device(c)[0] == dtype else c + probe[:1]
     return M, a, b, c
 
-
-def _cast(nx, x, ref):
-    """Array ``x`` in the backend, dtype and device of ``ref``."""
-    x = list_to_array(x) if isinstance(x, list) else x
-    if isinstance(x, np.ndarray) and nx.__name__ != "numpy":
-        x = nx.from_numpy(x, type_as=ref)
-    x = nx.detach(x)
-    if nx.dtype_device(x) != nx.dtype_device(ref):
-        x = nx.from_numpy(nx.to_numpy(x), type_as=ref)
-    return x
-
-
-def _embed(nx, x, rows, cols, shape, fill=0.0, values=None):
-    """Place ``x`` at ``rows`` (and ``cols``) of an array of ``shape`` filled
-    with ``fill``; ``values=(index, array)`` sets more entries."""
-    host = np.full(shape, fill, dtype=nx.to_numpy(x[:1]).dtype)
-    if cols is None:
-        host[rows] = nx.to_numpy(x)
-    else:
-        host[np.ix_(rows, cols)] = nx.to_numpy(x)
-    if values is not None and values[1] is not None:
-        host[values[0]] = nx.to_numpy(values[1])
-    return nx.from_numpy(host, type_as=x)
