@@ -70,6 +70,9 @@ SINGLE_DRIFT = 20.0
 SINGLE_RANGE = (1e-8, 1e10)
 #: smallest plan (entries) for dense kept blocks; small plans always use CSR
 DENSE_MIN_SIZE = 1 << 16
+#: in-place rescalings of an exp pass after which the plan handed to the
+#: user comes from a fresh exp pass (each adds about two roundings per entry)
+PLAN_RESCALES = 4
 #: entries of the plan binned for the threshold histogram (a row sample above)
 HIST_SAMPLE = 1 << 16
 
@@ -603,10 +606,15 @@ class NumpyKernel(Kernel):
 
     @property
     def P(self):
-        """The exact plan at the last evaluated potentials (the buffer ``K``)."""
+        """The plan at the last evaluated potentials (the buffer ``K``).
+
+        A rescaling of the last exp pass when it is near (each costs two
+        roundings per entry, a fraction of an exp pass: on easy problems the
+        whole solve is a few sweeps and this pass is a third of it), a fresh
+        exp pass after :data:`PLAN_RESCALES` rescalings."""
         if self._point is None:
             return None
-        self._materialize(*self._point, exact=True)
+        self._materialize(*self._point, exact=self._rescaled >= PLAN_RESCALES)
         self._handed = True  # plan() must not write over it, nor another kernel
         self._pool.detach(self._K)
         return self._K
