@@ -351,8 +351,11 @@ def _trace_points(r):
 def _panel(ax, key, group, colors, tol):
     """One problem instance: each solver's error against time; a solver with
     no iterate to draw gets a legend entry that says so."""
+    top = 0.0  # largest error drawn by a solver that reached the target
     for r in group:
         pts = _trace_points(r)
+        if pts and r.ok:
+            top = max(top, max(y for _, y in pts))
         lw = 2.2 if r.solver == "pot_sns" else 1.2
         if not pts:
             why = ("no iterate within its %.3g s" % r.time if r.status == "budget"
@@ -366,6 +369,9 @@ def _panel(ax, key, group, colors, tol):
         ax.axhline(tol, color="0.5", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    if top > 0 and ax.get_ylim()[1] > 1e3 * top:
+        # a diverging solver's errors (1e200) would flatten every other line
+        ax.set_ylim(top=1e3 * top)
     ax.set_title("%s n=%d reg=%s" % (key[0], key[1], format_reg(key[3])), fontsize=9)
     ax.set_xlabel("wall time [s]", fontsize=8)
     ax.set_ylabel("marginal error (solver's own norm)", fontsize=8)
