@@ -291,12 +291,31 @@ def _promote(p):
     return nx, a, b, M, reg, given
 
 
-def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart):
-    """One problem: restrict to the support of the weights, solve, embed back."""
-    n, m = M.shape
+#: the solver's diagnostics copied into every ``log`` dict (see SolverResult)
+DIAGNOSTICS = ("niter", "n_sinkhorn", "n_newton", "n_scaling", "cg_iters", "density",
+               "ls_steps", "fallbacks", "stages", "times", "status")
+
+
+def _support(nx, a, b):
+    """Indices of the positive weights of ``a`` and ``b``, and whether every
+    weight is positive (zero weights are solved off: their potentials are
+    ``-inf``)."""
     ia = np.flatnonzero(nx.to_numpy(a) > 0)
     ib = np.flatnonzero(nx.to_numpy(b) > 0)
-    full = len(ia) == n and len(ib) == m
+    return ia, ib, len(ia) == a.shape[0] and len(ib) == b.shape[0]
+
+
+def _embed_solution(nx, P, u, v, ia, ib, shape):
+    """The plan and potentials of the problem restricted to ``(ia, ib)``
+    placed back: zero plan rows and columns, ``-inf`` potentials."""
+    n, m = shape
+    return (_embed(nx, P, ia, ib, shape), _embed(nx, u, ia, None, (n,), fill=-np.inf),
+            _embed(nx, v, ib, None, (m,), fill=-np.inf))
+
+
+def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart):
+    """One problem: restrict to the support of the weights, solve, embed back."""
+    ia, ib, full = _support(nx, a, b)
     if warmstart is not None:
         warmstart = tuple(_cast(nx, w, a) for w in warmstart)
     if full:
@@ -314,33 +333,15 @@ def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warms
     P = res.P if res.P is not None else kernel.plan(res.u, res.v)
     log_u, log_v = res.u, res.v
     if not full:
-        P = _embed(nx, P, ia, ib, (n, m))
-        log_u = _embed(nx, log_u, ia, None, (n,), fill=-np.inf)
-        log_v = _embed(nx, log_v, ib, None, (m,), fill=-np.inf)
+        P, log_u, log_v = _embed_solution(nx, P, log_u, log_v, ia, ib, M.shape)
     if res.status != "converged" and warn:
         warnings.warn(NOT_CONVERGED, UserWarning, stacklevel=3)
     with kernel.errstate():
         # at small reg, f/reg is large and exp overflows to inf (as in POT's
         # log["u"]); that is expected, not a warning to leak to the user
         u_exp, v_exp = nx.exp(log_u), nx.exp(log_v)
-    lg = {
-        "err": res.errs,
-        "niter": res.niter,
-        "log_u": log_u,
-        "log_v": log_v,
-        "u": u_exp,
-        "v": v_exp,
-        "n_sinkhorn": res.n_sinkhorn,
-        "n_newton": res.n_newton,
-        "cg_iters": res.cg_iters,
-        "density": res.density,
-        "ls_steps": res.ls_steps,
-        "fallbacks": res.fallbacks,
-        "stages": res.stages,
-        "times": res.times,
-        "n_scaling": res.n_scaling,
-        "status": res.status,
-    }
+    lg = {"err": res.errs, "log_u": log_u, "log_v": log_v, "u": u_exp, "v": v_exp}
+    lg.update((key, getattr(res, key)) for key in DIAGNOSTICS)
     return P, lg
 
 

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 
 from .. import implicit
-from ..api import _cast, _embed
+from ..api import DIAGNOSTICS, _cast, _embed, _embed_solution, _support
 from ..kernels import make_kernel
 from ..solver import solve
 from . import gradients
@@ -19,8 +19,6 @@ NOT_CONVERGED = (
 )
 
 #: log keys with one entry per solve, merged into lists for several histograms
-DIAGNOSTICS = ("niter", "n_sinkhorn", "n_newton", "n_scaling", "cg_iters", "density",
-               "ls_steps", "fallbacks", "stages", "times", "status")
 
 
 def sinkhorn_newton_sparse_unbalanced(a, b, M, reg, reg_m, reg_type="kl", c=None,
@@ -327,10 +325,7 @@ def solve_unbalanced_checked(p, verbose=False, warn=True, given_b=None):
     nx = p.nx
     given = (p.M, p.a, p.b if given_b is None else given_b)
     M, a, b, c = _promote(nx, p.M, p.a, p.b, p.c)
-    n, m = M.shape
-    ia = np.flatnonzero(nx.to_numpy(a) > 0)
-    ib = np.flatnonzero(nx.to_numpy(b) > 0)
-    full = len(ia) == n and len(ib) == m
+    ia, ib, full = _support(nx, a, b)
     ta, tb = nx.from_numpy(ia), nx.from_numpy(ib)
     Ms, As, Bs = (M, a, b) if full else (M[ta][:, tb], a[ta], b[tb])
     Cs = c if (c is None or full) else c[ta][:, tb]
@@ -351,9 +346,7 @@ def solve_unbalanced_checked(p, verbose=False, warn=True, given_b=None):
     logu, logv = obj.dual_potentials(res.u, res.v)
     P = Ps
     if not full:
-        P = _embed(nx, Ps, ia, ib, (n, m))
-        logu = _embed(nx, logu, ia, None, (n,), fill=-np.inf)
-        logv = _embed(nx, logv, ib, None, (m,), fill=-np.inf)
+        P, logu, logv = _embed_solution(nx, Ps, logu, logv, ia, ib, M.shape)
     if res.status != "converged" and warn:
         warnings.warn(NOT_CONVERGED.format(err=res.err, thr=p.stopThr), UserWarning,
                       stacklevel=4)
