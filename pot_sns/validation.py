@@ -23,6 +23,7 @@ reductions, no temporary array), and all of them run before any heavy work:
 the finiteness scan comes last, after every cheap check passed.
 """
 
+import functools
 import math
 import numbers
 from collections import namedtuple
@@ -172,8 +173,10 @@ def check_options(kwargs, caller="sinkhorn_newton_sparse"):
     >>> check_options({"cg_maxiter": np.int64(50)}).cg_maxiter
     50
     """
-    if kwargs is None:
-        return SNSOptions()
+    if kwargs is None or (isinstance(kwargs, dict) and not kwargs):
+        # the defaults are frozen: one checked instance serves every solve
+        # (building and checking them is a twentieth of an easy solve)
+        return _default_options()
     if isinstance(kwargs, SNSOptions):
         return kwargs  # checked when it was built (SNSOptions.__post_init__)
     if not isinstance(kwargs, dict):
@@ -183,6 +186,11 @@ def check_options(kwargs, caller="sinkhorn_newton_sparse"):
         return SNSOptions.from_kwargs(kwargs)
     except TypeError as e:
         raise TypeError(str(e).replace("sinkhorn_newton_sparse", caller, 1)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _default_options():
+    return SNSOptions()
 
 
 def _is_listlike(x):

@@ -149,7 +149,8 @@ def test_exp_flushed_is_exp_with_underflow_to_zero(dtype):
     L[[3, 17]] = [np.nan, -np.inf]
     want = np.exp(L.astype(np.float64))
     out = np.empty_like(L)
-    got = npk.exp_flushed(L.copy(), out, lo, np.empty(L.shape, bool))
+    got, lmin = npk.exp_flushed(L.copy(), out, lo, np.empty(L.shape, bool))
+    assert np.isnan(lmin)  # the smallest logit, NaN included
     assert subnormal(got) == 0 and np.isnan(got[3]) and got[17] == 0
     ok = ~np.isnan(L)
     above = ok & (L > lo)
@@ -157,8 +158,9 @@ def test_exp_flushed_is_exp_with_underflow_to_zero(dtype):
     assert np.all(got[ok & (L <= lo)] == 0)
     # blocks with every logit above lo take the plain exp: same values
     hi = L[above][L[above] > lo + 1]
-    np.testing.assert_array_equal(npk.exp_flushed(hi.copy(), np.empty_like(hi), lo, None),
-                                  np.exp(hi))
+    got, lmin = npk.exp_flushed(hi.copy(), np.empty_like(hi), lo, None)
+    np.testing.assert_array_equal(got, np.exp(hi))
+    assert lmin == hi.min()
 
 
 def test_no_subnormals_in_the_plan_its_float32_copy_or_its_rescalings():
@@ -181,8 +183,46 @@ def test_no_subnormals_in_the_plan_its_float32_copy_or_its_rescalings():
     assert k.passes["rescale"] == 1 and subnormal(k._K) == 0
     # the float32 copy
     k._rmax = 1.0
-    assert subnormal(k._single()) == 0
+    K32, _, _ = k._single(u + du, v)
+    assert subnormal(K32) == 0 and subnormal(k._K32sq) == 0
     assert subnormal(np.asarray(k._K, np.float32)) > 0  # a plain cast would have some
+
+
+def test_kernel_floor_is_the_smallest_entry_of_the_exp_pass():
+    """The bound on K's nonzero entries is the smallest one when no logit
+    underflowed (rescalings then need no flush pass), and exp(lo) otherwise."""
+    a, b, M = make_problem(120, 90, seed=4)
+    nx = ot.backend.get_backend(M)
+    k = NumpyKernel(nx, M, 0.05)
+    k.evaluate(np.log(a), np.log(b), 0.0)
+    assert k._kfloor == pytest.approx(k._K.min(), rel=1e-12)
+    k = NumpyKernel(nx, M, 1e-4)  # most logits underflow
+    k.evaluate(np.log(a), np.log(b), 0.0)
+    assert k._kfloor == pytest.approx(np.exp(k._lo), rel=1e-12) and k._K.min() == 0
+
+
+def test_float32_copy_is_the_plan_at_its_point_reused_within_the_drift():
+    """The float32 copy for CG is made from K scaled to the current point
+    (K itself is not rescaled), with its squares, and serves later points
+    within SINGLE_DRIFT of it."""
+    a, b, M = make_problem(200, 150, seed=3)
+    nx = ot.backend.get_backend(M)
+    reg = 0.05
+    k = NumpyKernel(nx, M, reg)
+    u, v = np.log(a), np.log(b) + (M / reg).min(0)
+    k.evaluate(u, v, 0.0)
+    u1 = u + np.linspace(-1.0, 1.0, len(u))
+    k.evaluate(u1, v, 0.0)  # near: two mat-vecs, K stays at (u, v)
+    K32, u32, v32 = k._single(u1, v)
+    assert u32 is u1 and v32 is v and k.passes["rescale"] == 0
+    want = np.exp(u1[:, None] + v[None, :] - M / reg)
+    np.testing.assert_allclose(K32, want, rtol=1e-6)
+    floor = np.sqrt(np.finfo(np.float32).tiny)
+    np.testing.assert_allclose(k._K32sq, np.where(K32 >= floor, K32, 0) ** 2, rtol=1e-6)
+    built = k.passes["single"]
+    assert k._single(u1 + 1.0, v)[0] is K32 and k.passes["single"] == built
+    _, u2, _ = k._single(u1 + npk.SINGLE_DRIFT, v + 1.0)
+    assert k.passes["single"] == built + 1 and u2 is not u1
 
 
 def test_float32_block_squares_have_no_subnormals_and_match():

@@ -147,7 +147,8 @@ def test_float32_inputs_are_solved_in_float32(data):
     M32, A32 = M.astype(np.float32), A[:2].astype(np.float32)
     D = pot_sns.pairwise(A32, M=M32, reg=REG, stopThr=1e-6)
     ref = loop_of_ot_solve(M32, A32, A32, tol=1e-6)
-    np.testing.assert_allclose(D, ref, rtol=1e-6)
+    # two kernels (batched and single) to float32's accuracy at tol 1e-6
+    np.testing.assert_allclose(D, ref, rtol=1e-5)
     np.testing.assert_allclose(D, pot_sns.pairwise(A[:2], M=M, reg=REG), rtol=1e-4)
 
 

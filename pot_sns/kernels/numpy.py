@@ -33,6 +33,7 @@ The plan handed to the user is ``K``.
 
 import contextlib
 import math
+import threading
 import weakref
 
 import numpy as np
@@ -68,6 +69,11 @@ DENSE_DENSITY_SINGLE = 0.02
 SINGLE_DRIFT = 20.0
 #: open range of the plan's largest row sum in which the float32 copy is used
 SINGLE_RANGE = (1e-8, 1e10)
+#: largest plan (entries) whose float32 copy for CG gets a stored copy of its
+#: squares (the Jacobi preconditioner's, see FullBlock): while both fit in
+#: cache, forming the squares at each Newton step costs ten mat-vecs over the
+#: copy, and at this size the half array more costs little memory
+SQUARES_CACHE = 1 << 21
 #: smallest plan (entries) for dense kept blocks; small plans always use CSR
 DENSE_MIN_SIZE = 1 << 16
 #: in-place rescalings of an exp pass after which the plan handed to the
@@ -79,6 +85,13 @@ HIST_SAMPLE = 1 << 16
 
 def _same(x, y):
     return x is y or (x.shape == y.shape and bool(np.array_equal(x, y)))
+
+
+def _drift(x, x0):
+    """``max |x - x0|`` (inf for NaN)."""
+    d = x - x0
+    hi, lo = float(d.max()), float(d.min())
+    return max(hi, -lo) if hi == hi and lo == lo else math.inf
 
 
 #: the plan's entries are flushed to zero below ``e^LOG_FLUSH`` times the
@@ -96,6 +109,9 @@ def flush_below(x, floor, mask):
 def exp_flushed(L, out, lo, mask):
     """``out = exp(L)`` with the entries whose logit is at or below ``lo``
     set to 0; ``mask`` is bool scratch, and ``L`` may be clamped in place.
+    Returns ``out`` and the smallest logit (NaN when there is a NaN), whose
+    exponential bounds the nonzero entries of ``out`` from below when it is
+    above ``lo``.
 
     numpy's float64 ``exp`` leaves its vector path for arguments whose result
     is subnormal or underflows (below about -707.7): each such entry costs
@@ -109,13 +125,56 @@ def exp_flushed(L, out, lo, mask):
     (most, past the warm-up) take the plain ``exp``: the check costs a
     seventh of it, the clamp and mask three times that.
     """
-    if L.min() > lo:  # False for NaN: the masked path keeps NaN
-        return np.exp(L, out=out)
+    lmin = float(L.min()) if L.size else math.inf
+    if lmin > lo:  # False for NaN: the masked path keeps NaN
+        return np.exp(L, out=out), lmin
     np.maximum(L, lo, out=L)
     np.greater(L, lo, out=mask)
     np.exp(L, out=out)
     np.multiply(out, mask, out=out)
-    return out
+    return out, lmin
+
+
+class ScratchPool:
+    """This thread's float32 scratch arrays of the Newton steps (the plan's
+    float32 copy and its squares), kept between solves up to
+    :data:`SQUARES_CACHE` entries each.
+
+    On an easy problem the page faults of two fresh arrays of n = 1000 (8 MB)
+    cost a tenth of the solve on a virtual machine; a loop of solves reuses
+    them. A kernel takes an array (no other kernel can have it meanwhile) and
+    gives it back when its solve hands out the plan; one never given back is
+    freed with its kernel. At most 16 MB per thread stay allocated.
+    """
+
+    def __init__(self):
+        self._local = threading.local()
+
+    def _free(self):
+        free = getattr(self._local, "free", None)
+        if free is None:
+            free = self._local.free = {}
+        return free
+
+    def take(self, slot, shape):
+        size = shape[0] * shape[1]
+        flat = self._free().pop(slot, None)
+        if flat is None or flat.size < size or size > SQUARES_CACHE:
+            flat = np.empty(size, dtype=np.float32)
+        return flat[:size].reshape(shape)
+
+    def clear(self):
+        """Free this thread's kept arrays."""
+        self._free().clear()
+
+    def give_back(self, slot, array):
+        if array is not None:
+            flat = array.base if array.base is not None else array.reshape(-1)
+            if flat.size <= SQUARES_CACHE:
+                self._free()[slot] = flat
+
+
+_SCRATCH = ScratchPool()
 
 
 class SharedBuffer:
@@ -233,14 +292,16 @@ class FullBlock(HessianBlock):
     ``diag(eu) K diag(ev)`` (the plan at the current point, from ``K`` at its
     reference point). Vectors are cast to ``K``'s dtype before a product, so
     that a float32 ``K`` is never upcast; results come back in the vector's
-    dtype. The squares ``K o K`` are formed block by block at each use (a
-    cached copy would cost more in memory traffic than it saves)."""
+    dtype. The squares ``K o K`` (their entries below the normal range
+    zeroed) are ``squares`` when given, else formed block by block at each
+    use (past the cache, reading a stored copy costs as much as forming it)."""
 
-    def __init__(self, K, rows, nnz, eu=None, ev=None):
+    def __init__(self, K, rows, nnz, eu=None, ev=None, squares=None):
         self.S = K
         self.nnz = nnz
         self._rows = rows
         self._eu, self._ev = eu, ev
+        self._Q = squares
         self._dt = K.dtype
         self._sq_floor = K.dtype.type(math.sqrt(float(np.finfo(K.dtype).tiny)))
         self._scratch = None  # row-block buffers of _squares
@@ -278,19 +339,25 @@ class FullBlock(HessianBlock):
     def sq_matvec(self, x):
         eu, ev = self._eu, self._ev
         x32 = self._in(x, None if ev is None else ev * ev)
-        n = self.S.shape[0]
-        out = np.empty(n, dtype=self._dt)
-        for i0 in range(0, n, self._rows):
-            out[i0:i0 + self._rows] = self._squares(i0) @ x32
+        if self._Q is not None:
+            out = self._Q @ x32
+        else:
+            n = self.S.shape[0]
+            out = np.empty(n, dtype=self._dt)
+            for i0 in range(0, n, self._rows):
+                out[i0:i0 + self._rows] = self._squares(i0) @ x32
         return self._out(out, None if eu is None else eu * eu, x)
 
     def sq_rmatvec(self, y):
         eu, ev = self._eu, self._ev
         y32 = self._in(y, None if eu is None else eu * eu)
-        n = self.S.shape[0]
-        out = 0
-        for i0 in range(0, n, self._rows):
-            out = out + y32[i0:i0 + self._rows] @ self._squares(i0)
+        if self._Q is not None:
+            out = y32 @ self._Q
+        else:
+            n = self.S.shape[0]
+            out = 0
+            for i0 in range(0, n, self._rows):
+                out = out + y32[i0:i0 + self._rows] @ self._squares(i0)
         return self._out(np.asarray(out), None if ev is None else ev * ev, y)
 
 
@@ -355,8 +422,11 @@ class NumpyKernel(Kernel):
         self._rescaled = 0  # in-place rescalings since the last exp pass
         self._masked = False  # K holds a masked plan (see select)
         self._version = 0  # bumped whenever K's entries change
-        self._K32 = None  # float32 copy of K for CG (see _single)
-        self._k32_key = None  # (version, threshold) the copy was made at
+        self._hbuf = None  # scratch of _histogram
+        self._ones_v = None  # see _ones
+        self._K32 = None  # float32 copy of the plan for CG (see _single)
+        self._K32sq = None  # squares of that copy for the preconditioner
+        self._k32_at = None  # (threshold, u, v) the copy was made at
         self._hint_u = self._hint_v = None  # last potentials seen
         self._point = None  # (u, v) of the last evaluate
         self._rmax = 0.0  # largest row sum there
@@ -428,33 +498,74 @@ class NumpyKernel(Kernel):
         K = self._K
         r = np.empty(n, dtype=self.M.dtype)
         c = np.zeros(m, dtype=self.M.dtype)
+        ones = self._ones()
+        lmin = math.inf
+        # zero potentials (the start of a solve) add nothing: two passes
+        # saved, a third of the pass outside the exp
+        uz = u if u is not None and u.any() else None
+        vz = v if v is not None and v.any() else None
         for i0, i1, L in self._blocks():
-            self._logits(L, i0, i1, u, v)
-            Kb = exp_flushed(L, K[i0:i1], self._lo, self._mask(L))
-            Kb.sum(axis=1, out=r[i0:i1])
-            c += Kb.sum(axis=0)
+            self._logits(L, i0, i1, uz, vz)
+            Kb, lb = exp_flushed(L, K[i0:i1], self._lo, self._mask(L))
+            lmin = min(lmin, lb)
+            # sums as BLAS mat-vecs: half the time of numpy's reductions
+            np.dot(Kb, ones[:m], out=r[i0:i1])
+            c += ones[: i1 - i0] @ Kb
         self._u0 = self._ua = u
         self._v0 = self._va = v
-        self._kfloor = math.exp(self._lo)  # no nonzero entry of K is below
+        # no nonzero entry of K is below: the rescalings that follow flush
+        # subnormals only when this bound says some could appear
+        self._kfloor = math.exp(min(max(self._lo, lmin), 0.0)) if lmin == lmin else 0.0
         self._rescaled = 0
         self._masked = False
         self._version += 1
         self.passes["exp"] += 1
         return r, c
 
+    def _ones(self):
+        """Ones in the compute dtype, as many as the longer side."""
+        if self._ones_v is None:
+            self._ones_v = np.ones(max(self.shape), dtype=self.M.dtype)
+        return self._ones_v
+
     def _zeros(self, k):
         return np.zeros(k, dtype=self.M.dtype)
 
     # ---------------------------------------------------- Sinkhorn half-sweeps
+    def _shifted(self, x, x0, xa):
+        """``(exp(x - x0 - h), h)`` with ``h = max(x - x0)``, or None when
+        the kernel form is not exact enough at ``x`` (see :meth:`_near`).
+        In a run of sweeps ``K`` is where its last exp pass left it
+        (``xa is x0``): one difference serves the test and the scaling."""
+        if self._K is None or self._masked:
+            return None
+        d = x - x0
+        h = float(d.max())
+        da = d if xa is x0 else x - xa
+        hi = h if xa is x0 else float(da.max())
+        # False for NaN
+        if not (hi <= self._drift and float(da.min()) >= -self._drift):
+            return None
+        d -= h
+        return np.exp(d, out=d), h
+
+    def _lse(self, s, h, x0):
+        """``log(s) + h - x0`` (None when the sums lost mass or are not finite)."""
+        if not self._ok_sums(s):
+            return None
+        out = np.log(s)
+        out += h
+        out -= x0
+        return out
+
     def row_lse(self, v):
         self._hint_v = v
-        if self._near(v=v):
-            d = v - self._v0
-            sh = np.max(d)
-            s = self._K @ np.exp(d - sh)
+        w = self._shifted(v, self._v0, self._va)
+        if w is not None:
+            lse = self._lse(self._K @ w[0], w[1], self._u0)
             self.passes["matvec"] += 1
-            if self._ok_sums(s):
-                return np.log(s) + (sh - self._u0)
+            if lse is not None:
+                return lse
         # refresh K at the latest potentials: the plan there has column sums b
         u = self._hint_u if self._hint_u is not None else self._zeros(self.shape[0])
         r, _ = self._exp_pass(u, v)
@@ -464,13 +575,12 @@ class NumpyKernel(Kernel):
 
     def col_lse(self, u):
         self._hint_u = u
-        if self._near(u=u):
-            d = u - self._u0
-            sh = np.max(d)
-            s = np.exp(d - sh) @ self._K
+        w = self._shifted(u, self._u0, self._ua)
+        if w is not None:
+            lse = self._lse(w[0] @ self._K, w[1], self._v0)
             self.passes["matvec"] += 1
-            if self._ok_sums(s):
-                return np.log(s) + (sh - self._v0)
+            if lse is not None:
+                return lse
         v = self._hint_v if self._hint_v is not None else self._zeros(self.shape[1])
         _, c = self._exp_pass(u, v)
         if self._ok_sums(c):
@@ -561,14 +671,22 @@ class NumpyKernel(Kernel):
         it serves is a heuristic choice, and the exact histogram would cost
         more than the rest of a Newton step.
         """
-        self._materialize(u, v)
         n, m = self.shape
         K, w = self.n_bins, self.bin_width
         counts = np.zeros(K + 1)
         mass = np.zeros(K + 1)
         low = top - K * w
-        P = self._K
         stride = max(1, -(-n * m // HIST_SAMPLE)) if total is not None else 1
+        eu = ev = None
+        at = self._K is not None and not self._masked and _same(self._u0, u) and _same(
+            self._v0, v)
+        if not at and stride > 1 and self._rescaled < self._max_rescale and self._near(u, v):
+            # the sampled rows scaled to (u, v) as _materialize would scale
+            # them: a pass over the sample, not over K
+            eu, ev = np.exp(u - self._u0), np.exp(v - self._v0)
+        elif not at:
+            self._materialize(u, v)
+        P = self._K
         stride = min(stride, n)
         rows = range(0, n, stride)
         L = self.buf
@@ -581,6 +699,9 @@ class NumpyKernel(Kernel):
             Lb += u[i0:i1:stride, None]
             Lb += v[None, :]
             Pb = P[i0:i1:stride]
+            if eu is not None:
+                Pb = np.multiply(Pb, ev[None, :], out=self._hist_rows(Lb.shape))
+                Pb *= eu[i0:i1:stride, None]
             # Entries below the lowest bin edge are only counted, never
             # binned: at small reg they are the vast majority.
             sel = Lb > low
@@ -604,6 +725,12 @@ class NumpyKernel(Kernel):
         self.passes["histogram"] += 1.0 / stride
         return counts, mass
 
+    def _hist_rows(self, shape):
+        """Scratch for the scaled rows of the histogram's sample."""
+        if self._hbuf is None:
+            self._hbuf = np.empty(self.buf.shape, dtype=self.M.dtype)
+        return self._hbuf[: shape[0]]
+
     @property
     def P(self):
         """The plan at the last evaluated potentials (the buffer ``K``).
@@ -615,15 +742,27 @@ class NumpyKernel(Kernel):
         if self._point is None:
             return None
         self._materialize(*self._point, exact=self._rescaled >= PLAN_RESCALES)
+        self._release_single()  # the solve is over
         self._handed = True  # plan() must not write over it, nor another kernel
         self._pool.detach(self._K)
         return self._K
 
-    def _single(self, tau=0.0):
-        """A float32 copy of ``K`` with the entries below ``tau`` zeroed, for
-        the CG mat-vecs of a Newton step; kept while ``K`` is unchanged (a
-        Newton step with every entry kept scales the copy on the fly, so a run
-        of them shares one copy).
+    def _release_single(self):
+        """Give the float32 scratch back to the pool (the solve is over)."""
+        _SCRATCH.give_back("K32", self._K32)
+        _SCRATCH.give_back("K32sq", self._K32sq)
+        self._K32 = self._K32sq = self._k32_at = None
+
+    def _single(self, u, v, tau=0.0):
+        """A float32 copy of the plan at ``(u, v)`` with the entries below
+        ``tau`` zeroed, for the CG mat-vecs of a Newton step; returns it with
+        the potentials it was made at.
+
+        The copy is made from ``K`` scaled to ``(u, v)`` on the way (``K``
+        itself stays where it is: no pass rescales it). With every entry kept
+        (``tau = 0``), it is kept and scaled on the fly by later Newton steps
+        while their point is within ``SINGLE_DRIFT`` of its own (a run of
+        steps shares one copy).
 
         CG mat-vecs are memory-bound: a float32 block halves the bytes read
         per pass, and keeps an n-by-m block of up to 4 million entries in a
@@ -636,31 +775,57 @@ class NumpyKernel(Kernel):
         scaled on the fly by at most ``e^SINGLE_DRIFT`` they stay below
         1e-29, while the row sums the copy serves exceed ``SINGLE_RANGE[0]``;
         as float32 subnormals they would slow every mat-vec over them.
+        Up to ``SQUARES_CACHE`` entries, the squares the Jacobi
+        preconditioner needs are stored beside the copy (see :attr:`_K32sq`).
         """
-        key = (self._version, float(tau))
+        tau = float(tau)
+        at = self._k32_at
+        if at is not None and at[0] == tau:
+            u32, v32 = at[1], at[2]
+            if tau == 0.0 and _drift(u, u32) + _drift(v, v32) <= SINGLE_DRIFT:
+                return self._K32, u32, v32
+            if _same(u32, u) and _same(v32, v):
+                return self._K32, u32, v32
+        n, m = self.shape
         if self._K32 is None:
-            self._K32 = np.empty(self.shape, dtype=np.float32)
-        if self._k32_key != key:
-            K, K32 = self._K, self._K32
-            tiny32 = np.finfo(np.float32).tiny
+            self._K32 = _SCRATCH.take("K32", self.shape)
+        if self._K32sq is None and n * m <= SQUARES_CACHE:
+            self._K32sq = _SCRATCH.take("K32sq", self.shape)
+        K, K32, Q = self._K, self._K32, self._K32sq
+        tiny32 = np.finfo(np.float32).tiny
+        sq_floor = np.float32(math.sqrt(float(tiny32)))
+        scaled = not (_same(self._u0, u) and _same(self._v0, v))
+        if scaled:
+            eu, ev = np.exp(u - self._u0), np.exp(v - self._v0)
+            rows, scratch = self.rows, self.buf
+        else:
             # blocks larger than the passes' (no temporaries of K's dtype
             # here) keep the per-block overhead low on wide plans
-            n, m = self.shape
-            rows = max(self.rows, CONVERT_CHUNK // max(m, 1))
-            mask = np.empty((min(rows, n), m), dtype=bool)
-            for i0, i1, mb in row_blocks(n, rows, mask):
-                Kb = K32[i0:i1]
-                Kb[...] = K[i0:i1]
-                if tau > 0:
-                    # in float64: keep exactly the entries >= tau
-                    np.greater_equal(K[i0:i1], tau, out=mb)
-                    np.multiply(Kb, mb, out=Kb)
-                # float32 compare and multiply: a third of the cost in float64
-                np.greater_equal(Kb, tiny32, out=mb)
-                np.multiply(Kb, mb, out=Kb)
-            self._k32_key = key
-            self.passes["single"] += 1
-        return self._K32
+            rows, scratch = max(self.rows, CONVERT_CHUNK // max(m, 1)), None
+        mask = np.empty((min(rows, n), m), dtype=bool)
+        for i0, i1, mb in row_blocks(n, rows, mask):
+            Kb = K[i0:i1]
+            if scaled:
+                # in K's dtype, in the order _materialize scales K
+                Kb = np.multiply(Kb, ev[None, :], out=scratch[: i1 - i0])
+                Kb *= eu[i0:i1, None]
+            Cb = K32[i0:i1]
+            Cb[...] = Kb
+            if tau > 0:
+                # in K's dtype: keep exactly the entries >= tau
+                np.greater_equal(Kb, tau, out=mb)
+                np.multiply(Cb, mb, out=Cb)
+            # float32 compare and multiply: a third of the cost in float64
+            np.greater_equal(Cb, tiny32, out=mb)
+            np.multiply(Cb, mb, out=Cb)
+            if Q is not None:
+                # squares below float32's normal range would be subnormal
+                np.greater_equal(Cb, sq_floor, out=mb)
+                Qb = np.multiply(Cb, mb, out=Q[i0:i1])
+                np.multiply(Qb, Qb, out=Qb)
+        self._k32_at = (tau, u, v)
+        self.passes["single"] += 1
+        return K32, u, v
 
     def _use_single(self):
         # Entries of K are at most the largest row sum times e^SINGLE_DRIFT,
@@ -673,12 +838,14 @@ class NumpyKernel(Kernel):
         n, m = self.shape
         u, v = self._point
         if tau <= 0 and self._near(u, v):
-            # every entry: K scaled on the fly, no pass over it here
-            du, dv = u - self._u0, v - self._v0
+            # every entry: K (or its float32 copy) scaled on the fly, no pass
+            # over K here
             if not self._use_single():
-                return FullBlock(self._K, self.rows, n * m, np.exp(du), np.exp(dv))
-            if np.max(np.abs(du)) + np.max(np.abs(dv)) <= SINGLE_DRIFT:
-                return FullBlock(self._single(), self.rows, n * m, np.exp(du), np.exp(dv))
+                return FullBlock(self._K, self.rows, n * m, np.exp(u - self._u0),
+                                 np.exp(v - self._v0))
+            K32, u32, v32 = self._single(u, v)
+            return FullBlock(K32, self.rows, n * m, np.exp(u - u32), np.exp(v - v32),
+                             squares=self._K32sq)
         self._materialize(u, v)
         K = self._K
         self.passes["select"] += 1
@@ -688,8 +855,8 @@ class NumpyKernel(Kernel):
                 kept += int(np.count_nonzero(K[i0:i1] >= tau))
             if kept > self.dense_density * n * m:
                 if self._use_single():
-                    return FullBlock(self._single(tau if kept < n * m else 0.0),
-                                     self.rows, kept)
+                    K32, _, _ = self._single(u, v, tau if kept < n * m else 0.0)
+                    return FullBlock(K32, self.rows, kept, squares=self._K32sq)
                 # Many entries kept: zero the others in place and use BLAS
                 # mat-vecs on the buffer. K is no longer a plan until the next
                 # exp pass refreshes it.
@@ -726,7 +893,7 @@ class NumpyKernel(Kernel):
         The kernel then forgets ``K`` (a later pass allocates a new one), so
         the plan costs no memory beyond the kernel's.
         """
-        self._K32 = self._k32_key = None
+        self._release_single()
         if self._K is not None and not self._handed:
             out = self._K
             self._pool.detach(out)
