@@ -10,17 +10,20 @@ tolerance set to ``tol`` and, if the returned plan misses the target, again
 with a tolerance tightened by the observed excess, until the target is met
 (at most :data:`MAX_TRIES` calls). The reported time is the median wall time
 of ``repeat`` calls at the tolerance that met the target (fewer calls when
-they would take more than the budget in all).
+they would take more than the budget in all, more for short calls: they
+are repeated until they took a quarter of a second in all, at most 50).
 
 Every CPU call runs in a child process, killed past twice the budget (a
 safety net for solvers whose time the probe underestimates), so that no
 solver's threads or state reach the benchmark process. The children come
 from a fork server (:func:`pot_sns.bench.runners._context`): a process
 that imported the solvers once and runs no threads of JAX or torch, so
-that forking is safe. The timed calls run together in one child, after an
-untimed warm-up call when a call takes less than a second: a fresh child
-pays for its first touches of memory (page faults, about 20 ms at
-n=1000), which a user's call in a running program does not.
+that forking is safe. The timed calls run together in one child, after
+untimed warm-up calls when a call takes less than a second (three under a
+tenth of a second): a fresh child pays for its first touches of memory
+(page faults, about 20 ms at n=1000), which a user's call in a running
+program does not, and its allocator hands memory back to later calls only
+after a few of them.
 
 Each solver gets a time budget: a short probe run gives the cost of one
 iteration and the iteration cap is ``budget / cost``. A solver that hits the

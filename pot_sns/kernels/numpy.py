@@ -9,15 +9,17 @@ diagonal scaling), so
   ``K`` instead of an ``exp`` over ``M`` (about ten times cheaper);
 - the row and column sums at a line-search trial point are two mat-vecs;
 - a Newton step that keeps every entry (past :attr:`NumpyKernel.dense_density`)
-  runs CG on a float32 copy of ``K`` scaled on the fly by the two
-  scalings: one conversion pass, shared by the following such steps while
-  ``K`` is unchanged, and CG mat-vecs that read half the bytes (and, up to
-  about 4 million entries, stay in cache);
+  runs CG on a float32 copy of the plan, made from ``K`` scaled to the
+  step's point in one conversion pass (``K`` is not rescaled), and scaled
+  on the fly by the following such steps while they stay near that point;
+  CG mat-vecs read half the bytes (and, up to about 4 million entries, stay
+  in cache); up to ``SQUARES_CACHE`` entries the squares of the copy, which
+  the Jacobi preconditioner needs at every step, are stored beside it;
 - a Newton step that keeps many but not all entries zeroes the others in
   its float32 copy, leaving ``K`` a plan;
-- a sparse Newton step rescales ``K`` in place to the current point (one
-  pass), estimates the threshold histogram on a sample of rows, and copies
-  the kept entries into a CSR matrix (one pass).
+- the threshold histogram is estimated on a sample of rows, scaled on the
+  fly; a sparse Newton step rescales ``K`` in place to the current point
+  (one pass) and copies the kept entries into a CSR matrix (one pass).
 
 ``exp`` passes over ``M`` happen only to refresh ``K``: when the potentials
 drift too far from the point of the last ``exp`` pass (entries that
@@ -27,8 +29,11 @@ an n-by-m array is counted in :attr:`NumpyKernel.passes`, a design figure
 reported by the benchmark.
 
 Memory: ``M``, ``K`` and, in Newton steps, the float32 copy (half an n-by-m
-float64 array) or the CSR block (at most ``DENSE_DENSITY`` of the entries).
-The plan handed to the user is ``K``.
+float64 array; up to ``SQUARES_CACHE`` entries, another half for its
+squares) or the CSR block (at most ``DENSE_DENSITY`` of the entries). The
+plan handed to the user is ``K``. The float32 arrays of plans up to
+``SQUARES_CACHE`` entries are kept for the thread's next solve
+(:class:`ScratchPool`).
 """
 
 import contextlib
