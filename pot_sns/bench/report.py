@@ -423,7 +423,8 @@ def rst(results, settings, extras=None, command=None,
         out += ["", "Command:", "", ".. code-block:: bash", "", "    " + command]
     if "table" in parts or "summary" in parts:
         out += ["", "Target: L1 marginal error <= %g and <M,P> within %g (relative) of the "
-                "reference; medians of up to %d calls; budget %g s per call." % (
+                "reference; medians of %d warm calls (fewer past the budget; calls under "
+                "0.25 s repeated until they took 0.25 s, at most 50); budget %g s per call." % (
                     settings["tol"], settings["cost_tol"], settings["repeat"],
                     settings["budget"])]
     if "table" in parts:
