@@ -211,8 +211,8 @@ def _announce(args):
     print("pot_sns benchmark: %s" % describe(args.names, args.regs, args.n), file=err)
     print("solvers: %s" % ", ".join(args.solvers), file=err)
     print("target: L1 marginal error <= %g and <M,P> within %g (relative) of the reference; "
-          "budget %g s per call; median of %d warm calls (short calls: more)" % (args.tol, args.cost_tol, args.budget,
-                                                 args.repeat), file=err)
+          "budget %g s per call; median of %d warm calls (short calls: more)"
+          % (args.tol, args.cost_tol, args.budget, args.repeat), file=err)
     for line in report.skipped_lines(_skipped(args)):
         print(line, file=err)
     if args.solvers == DEFAULT_SOLVERS:

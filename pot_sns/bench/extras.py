@@ -194,11 +194,11 @@ def peak_memory(name="gaussmix", n=1000, reg=1e-3, **options):
     (the float32 scratch an earlier solve left for reuse is freed first, so
     that it counts)."""
     import pot_sns
-    from pot_sns.kernels import numpy as numpy_kernel
+    from pot_sns.kernels.numpy import clear_scratch
 
     prob = problems.make(name, n, reg)
     unit = prob.M.size * 8.0
-    numpy_kernel._SCRATCH.clear()
+    clear_scratch()
     tracemalloc.start()
     try:
         P = pot_sns.sinkhorn_newton_sparse(prob.a, prob.b, prob.M, reg, warn=False, **options)

@@ -182,6 +182,12 @@ class ScratchPool:
 _SCRATCH = ScratchPool()
 
 
+def clear_scratch():
+    """Free the float32 scratch this thread keeps between solves (see
+    :class:`ScratchPool`)."""
+    _SCRATCH.clear()
+
+
 class SharedBuffer:
     """The n-by-m buffer ``K`` of the kernels of one ``M``.
 
@@ -478,16 +484,8 @@ class NumpyKernel(Kernel):
         """Whether the kernel form of K is exact enough at ``(u, v)``."""
         if self._K is None or self._masked:
             return False
-        # max |x - x_a| <= drift as two reductions of one difference (False
-        # for NaN): called once or twice per Sinkhorn sweep, where small
-        # problems feel every numpy call
-        d = self._drift
-        for x, xa in ((u, self._ua), (v, self._va)):
-            if x is not None:
-                diff = x - xa
-                if not (diff.max() <= d and diff.min() >= -d):
-                    return False
-        return True
+        return all(x is None or _drift(x, xa) <= self._drift
+                   for x, xa in ((u, self._ua), (v, self._va)))
 
     def _ok_sums(self, s):
         """Sums large enough for their log to be accurate (no lost mass),
@@ -639,12 +637,20 @@ class NumpyKernel(Kernel):
         self._rmax = float(np.max(r)) if r.size else 0.0
         return r, c, (LazyHistogram(self, u, v, top, float(r.sum())) if hist else None)
 
+    def _holds(self, u, v):
+        """Whether ``K`` is the (unmasked) plan at ``(u, v)``."""
+        return (self._K is not None and not self._masked and _same(self._u0, u)
+                and _same(self._v0, v))
+
+    def _rescalable(self, u, v):
+        """Whether scaling ``K`` gives the plan at ``(u, v)`` exactly enough."""
+        return self._rescaled < self._max_rescale and self._near(u, v)
+
     def _materialize(self, u, v, exact=False):
         """Make ``K`` the plan at ``(u, v)``: rescale in place, or an exp pass."""
-        if self._K is not None and not self._masked and _same(self._u0, u) and _same(
-                self._v0, v) and (not exact or self._rescaled == 0):
+        if self._holds(u, v) and (not exact or self._rescaled == 0):
             return
-        if exact or self._rescaled >= self._max_rescale or not self._near(u, v):
+        if exact or not self._rescalable(u, v):
             self._exp_pass(u, v)
             return
         eu = np.exp(u - self._u0)
@@ -683,14 +689,13 @@ class NumpyKernel(Kernel):
         low = top - K * w
         stride = max(1, -(-n * m // HIST_SAMPLE)) if total is not None else 1
         eu = ev = None
-        at = self._K is not None and not self._masked and _same(self._u0, u) and _same(
-            self._v0, v)
-        if not at and stride > 1 and self._rescaled < self._max_rescale and self._near(u, v):
-            # the sampled rows scaled to (u, v) as _materialize would scale
-            # them: a pass over the sample, not over K
-            eu, ev = np.exp(u - self._u0), np.exp(v - self._v0)
-        elif not at:
-            self._materialize(u, v)
+        if not self._holds(u, v):
+            if stride > 1 and self._rescalable(u, v):
+                # the sampled rows scaled to (u, v) as _materialize would
+                # scale them: a pass over the sample, not over K
+                eu, ev = np.exp(u - self._u0), np.exp(v - self._v0)
+            else:
+                self._materialize(u, v)
         P = self._K
         stride = min(stride, n)
         rows = range(0, n, stride)
