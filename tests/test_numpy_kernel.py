@@ -195,10 +195,11 @@ def test_kernel_floor_is_the_smallest_entry_of_the_exp_pass():
     nx = ot.backend.get_backend(M)
     k = NumpyKernel(nx, M, 0.05)
     k.evaluate(np.log(a), np.log(b), 0.0)
-    assert k._kfloor == pytest.approx(k._K.min(), rel=1e-12)
+    # abs=0: approx's default absolute tolerance (1e-12) would pass any tiny floor
+    assert k._kfloor == pytest.approx(k._K.min(), rel=1e-12, abs=0)
     k = NumpyKernel(nx, M, 1e-4)  # most logits underflow
     k.evaluate(np.log(a), np.log(b), 0.0)
-    assert k._kfloor == pytest.approx(np.exp(k._lo), rel=1e-12) and k._K.min() == 0
+    assert k._kfloor == pytest.approx(np.exp(k._lo), rel=1e-12, abs=0) and k._K.min() == 0
 
 
 def test_float32_copy_is_the_plan_at_its_point_reused_within_the_drift():
