@@ -61,6 +61,25 @@ class Objective:
     mass = 1.0
     top = 0.0
 
+    def scaling_targets(self):
+        """``(a, b)`` when a half-sweep sets the plan's sums to fixed
+        weights (``u = log a - lse``: the balanced dual), else None.
+
+        Kernels may then run Sinkhorn sweeps in scaling form,
+        ``e^u = a / (K e^v)`` (see :meth:`Kernel.scaled_sweeps
+        <pot_sns.kernels.base.Kernel.scaled_sweeps>`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from ot.backend import get_backend
+        >>> from pot_sns.objective import BalancedObjective
+        >>> a = np.array([.25, .75])
+        >>> BalancedObjective(get_backend(a), a, a, 0.1).scaling_targets()
+        (array([0.25, 0.75]), array([0.25, 0.75]))
+        """
+        return None
+
     def start(self):
         """Initial potentials without a warm start.
 
@@ -365,6 +384,9 @@ class BalancedObjective(Objective):
 
     def rescale(self, u, v, ratio):
         return u * ratio, v * ratio
+
+    def scaling_targets(self):
+        return self.a, self.b
 
     def row_update(self, lse):
         return self.loga - lse

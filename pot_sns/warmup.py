@@ -54,14 +54,23 @@ def sweeps(run, u, v, count, stage, kernel=None, objective=None, tol=None):
     tol = run.stopThr if tol is None else tol
     rates = []
     err = math.inf
+    targets = obj.scaling_targets()
+    fast = None  # sweeps in scaling form, where the kernel offers them
     for _ in range(count):
         if not run.budget_left():
             break
-        v = obj.col_update(kern.col_lse(u))
-        lse = kern.row_lse(v)
-        # (u, v) has exact column sums; its row sums are exp(u + lse)
-        err_new = float(nx.norm(obj.row_target(u) - nx.exp(u + lse)))
-        u = obj.row_update(lse)
+        if fast is None:
+            fast = kern.scaled_sweeps(targets, u, v)
+        err_new = None if fast is None else fast.sweep()
+        if err_new is None:
+            if fast is not None:
+                u, v = fast.potentials()
+                fast = None
+            v = obj.col_update(kern.col_lse(u))
+            lse = kern.row_lse(v)
+            # (u, v) has exact column sums; its row sums are exp(u + lse)
+            err_new = float(nx.norm(obj.row_target(u) - nx.exp(u + lse)))
+            u = obj.row_update(lse)
         run.out.n_sinkhorn += 1
         if math.isfinite(err) and err > 0:
             rates.append(err_new / err)
@@ -69,6 +78,8 @@ def sweeps(run, u, v, count, stage, kernel=None, objective=None, tol=None):
         run.record(stage, err)
         if err < tol:
             break
+    if fast is not None:
+        u, v = fast.potentials()
     # Sinkhorn crawls along the direction that leaves the plan unchanged
     # (unbalanced duals with reg_m >> reg): the objective steps there exactly
     u, v = obj.translate(u, v)

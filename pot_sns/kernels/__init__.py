@@ -11,6 +11,8 @@ The contract (:class:`~pot_sns.kernels.base.Kernel`, written in code there):
   Hessian block, or None), ``passes`` (passes over n-by-m arrays by kind)
   and ``P`` (the plan at the last evaluated potentials);
 - ``row_lse(v)``, ``col_lse(u)``: the log-sum-exp half-sweeps of Sinkhorn;
+  optionally ``scaled_sweeps(targets, u, v)``: whole sweeps in scaling form
+  (None by default; the numpy kernel's do POT's two mat-vecs per sweep);
 - ``evaluate(u, v, top, hist=True) -> (r, c, hist)``: the plan's row and
   column sums and the host histogram ``(counts, mass)`` of ``log P``;
 - ``select(tau)``: the entries ``P_ij >= tau`` as a

@@ -166,6 +166,20 @@ class Kernel(abc.ABC):
     def col_lse(self, u):
         """``logsumexp_i(u_i - M_ij / reg)``, shape ``(m,)``."""
 
+    def scaled_sweeps(self, targets, u, v):
+        """Sinkhorn sweeps in scaling form from ``(u, v)``, or None.
+
+        With ``targets = (a, b)`` (see
+        :meth:`pot_sns.objective.Objective.scaling_targets`), a kernel that
+        holds the plan in kernel form may return an object whose
+        ``sweep()`` does one sweep (``v`` then ``u``, as
+        :func:`pot_sns.warmup.sweeps`) and returns its error, or None when
+        the sweep would leave the range where the kernel form is exact (the
+        object is then unchanged), and whose ``potentials()`` returns
+        ``(u, v)``. The default: None (log-domain half-sweeps only).
+        """
+        return None
+
     @abc.abstractmethod
     def evaluate(self, u, v, top, hist=True):
         """Row sums, column sums and threshold histogram of the plan at ``(u, v)``.
