@@ -121,3 +121,26 @@ def test_scaled_sweeps_count_their_mat_vecs():
     P = np.exp(u1[:, None] + v1[None, :] - M / 0.1)
     np.testing.assert_allclose(P.sum(1), a, rtol=1e-12)
     assert npk.ScaledSweeps is ScaledSweeps
+
+
+def test_torch_cpu_tensors_get_the_scaled_sweeps_of_the_numpy_kernel(monkeypatch):
+    torch = pytest.importorskip("torch", reason="torch is not installed (optional)")
+    try:
+        ot.backend.get_backend(torch.zeros(1))
+    except Exception as e:  # POT_BACKEND_DISABLE_PYTORCH=1 (tox -e numpy)
+        pytest.skip("POT's torch backend is off: %s" % e)
+    a, b, M = make_problem(100, 80, seed=6)
+    used = []
+    sweep = ScaledSweeps.sweep
+
+    def spy(self):
+        used.append(1)
+        return sweep(self)
+
+    monkeypatch.setattr(ScaledSweeps, "sweep", spy)
+    P, log = _solve(*(torch.from_numpy(x) for x in (a, b, M)), 1e-2, 20)
+    assert isinstance(P, torch.Tensor) and P.dtype == torch.float64 and len(used) >= 15
+    assert isinstance(log["log_u"], torch.Tensor)
+    monkeypatch.undo()
+    P0, _ = _solve(a, b, M, 1e-2, 20)
+    np.testing.assert_allclose(P.numpy(), P0, rtol=1e-12, atol=1e-300)

@@ -45,6 +45,20 @@ class _Block(HessianBlock):
         return _t(self._b.sq_rmatvec(y.numpy()))
 
 
+class _Sweeps:
+    """A numpy kernel's scaled sweeps, returning torch potentials."""
+
+    def __init__(self, sweeps):
+        self._s = sweeps
+
+    def sweep(self):
+        return self._s.sweep()
+
+    def potentials(self):
+        u, v = self._s.potentials()
+        return _t(u), _t(v)
+
+
 class TorchCPUKernel(Kernel):
     """A :class:`~pot_sns.kernels.base.Kernel` for CPU tensors (float32 or
     float64) that delegates every pass to a
@@ -94,6 +108,13 @@ class TorchCPUKernel(Kernel):
 
     def col_lse(self, u):
         return _t(self._k.col_lse(u.numpy()))
+
+    def scaled_sweeps(self, targets, u, v):
+        if targets is None:
+            return None
+        sweeps = self._k.scaled_sweeps(tuple(w.detach().numpy() for w in targets),
+                                       u.numpy(), v.numpy())
+        return None if sweeps is None else _Sweeps(sweeps)
 
     def evaluate(self, u, v, top, hist=True):
         r, c, h = self._k.evaluate(u.numpy(), v.numpy(), top, hist)
