@@ -525,6 +525,8 @@ def test_dense_passes_per_sweep_and_per_newton_iteration_are_as_documented():
     p = problems.make("gaussmix", 300, 1e-3)
     d = extras.passes_per_newton(p)
     assert d["per_sweep_total"] == 2.0
+    # every sweep at the target reg counted, scaled ones included
+    assert d["sweeps_counted"] == d["n_sinkhorn"] - d["n_scaling"] > 0
     assert d["n_newton"] >= 1 and d["density"] and min(d["density"]) == 1.0
     cg_per_step = sum(d["cg_iters"]) / d["n_newton"]
     assert 0 < d["per_newton_total"] - 2 * cg_per_step <= 6.5

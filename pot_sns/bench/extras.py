@@ -53,9 +53,32 @@ class _Counting:
                 out = (out[0], out[1], _CountingHist(self, out[2]))
             if name == "select":
                 return _CountingBlock(self, out, self._k.shape)
+            if name == "scaled_sweeps" and out is not None:
+                return _CountingSweeps(self, out)
             return out
 
         return wrapped
+
+
+class _CountingSweeps:
+    """A kernel's scaled sweeps (see ``scaled_sweeps``), their passes
+    attributed to the Sinkhorn sweeps."""
+
+    def __init__(self, owner, sweeps):
+        self._o, self._s = owner, sweeps
+
+    def sweep(self):
+        before = dict(self._o._k.passes)
+        err = self._s.sweep()
+        for key, val in self._o._k.passes.items():
+            d = val - before.get(key, 0)
+            if d:
+                self._o.sweep[key] = self._o.sweep.get(key, 0) + d
+        self._o.sweeps += err is not None
+        return err
+
+    def potentials(self):
+        return self._s.potentials()
 
 
 class _CountingHist:
@@ -120,6 +143,7 @@ def passes_per_newton(prob, stopThr=1e-9, **options):
     # kernels of their own and are not counted here)
     sweeps = sum(kernel.sweep.values()) / max(kernel.sweeps, 1)
     return {"problem": prob.label, "n_sinkhorn": res.n_sinkhorn, "n_newton": res.n_newton,
+            "n_scaling": res.n_scaling, "sweeps_counted": kernel.sweeps,
             "per_newton": per, "per_newton_total": sum(per.values()),
             "per_sweep_total": sweeps, "cg_iters": [int(c) for c in res.cg_iters],
             "density": [float(d) for d in res.density]}
