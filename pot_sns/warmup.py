@@ -59,7 +59,7 @@ def sweeps(run, u, v, count, stage, kernel=None, objective=None, tol=None):
     for _ in range(count):
         if not run.budget_left():
             break
-        if fast is None:
+        if fast is None and targets is not None:
             fast = kern.scaled_sweeps(targets, u, v)
         err_new = None if fast is None else fast.sweep()
         if err_new is None:

@@ -40,15 +40,9 @@ class _Counting:
             return attr
 
         def wrapped(*args, **kw):
-            before = dict(self._k.passes)
-            out = attr(*args, **kw)
-            after = self._k.passes
             into = self.sweep if name in self.SWEEP else self.newton
+            out = self.counted(into, attr, *args, **kw)
             self.sweeps += name == "row_lse"
-            for key in after:
-                d = after[key] - before.get(key, 0)
-                if d:
-                    into[key] = into.get(key, 0) + d
             if name == "evaluate" and out[2] is not None:
                 out = (out[0], out[1], _CountingHist(self, out[2]))
             if name == "select":
@@ -59,6 +53,16 @@ class _Counting:
 
         return wrapped
 
+    def counted(self, into, fn, *args, **kw):
+        """``fn(*args, **kw)``, the kernel's passes it made added to ``into``."""
+        before = dict(self._k.passes)
+        out = fn(*args, **kw)
+        for key, val in self._k.passes.items():
+            d = val - before.get(key, 0)
+            if d:
+                into[key] = into.get(key, 0) + d
+        return out
+
 
 class _CountingSweeps:
     """A kernel's scaled sweeps (see ``scaled_sweeps``), their passes
@@ -68,12 +72,7 @@ class _CountingSweeps:
         self._o, self._s = owner, sweeps
 
     def sweep(self):
-        before = dict(self._o._k.passes)
-        err = self._s.sweep()
-        for key, val in self._o._k.passes.items():
-            d = val - before.get(key, 0)
-            if d:
-                self._o.sweep[key] = self._o.sweep.get(key, 0) + d
+        err = self._o.counted(self._o.sweep, self._s.sweep)
         self._o.sweeps += err is not None
         return err
 
@@ -85,17 +84,8 @@ class _CountingHist:
     def __init__(self, owner, hist):
         self._o, self._h = owner, hist
 
-    def _count(self):
-        before = dict(self._o._k.passes)
-        value = tuple(self._h)
-        for key, val in self._o._k.passes.items():
-            d = val - before.get(key, 0)
-            if d:
-                self._o.newton[key] = self._o.newton.get(key, 0) + d
-        return value
-
     def __iter__(self):
-        return iter(self._count())
+        return iter(self._o.counted(self._o.newton, tuple, self._h))
 
 
 class _CountingBlock:

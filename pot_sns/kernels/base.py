@@ -169,8 +169,9 @@ class Kernel(abc.ABC):
     def scaled_sweeps(self, targets, u, v):
         """Sinkhorn sweeps in scaling form from ``(u, v)``, or None.
 
-        With ``targets = (a, b)`` (see
-        :meth:`pot_sns.objective.Objective.scaling_targets`), a kernel that
+        ``targets`` is ``(a, b)``, from
+        :meth:`pot_sns.objective.Objective.scaling_targets` (an objective
+        without them runs log-domain sweeps only). A kernel that
         holds the plan in kernel form may return an object whose
         ``sweep()`` does one sweep (``v`` then ``u``, as
         :func:`pot_sns.warmup.sweeps`) and returns its error, or None when

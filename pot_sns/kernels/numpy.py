@@ -406,7 +406,7 @@ class ScaledSweeps:
         """``w / s``, or None when the sums ``s`` lost mass, are not finite,
         or make a potential drift too far."""
         lo, hi = float(s.min()), float(s.max())
-        if not (lo > self._k._smin and hi < math.inf):  # False for NaN
+        if not self._k._ok_ends(lo, hi):
             return None
         x = w / s
         if not (ends[1] / lo <= self._hi and ends[0] / hi >= self._lo):
@@ -562,7 +562,11 @@ class NumpyKernel(Kernel):
     def _ok_sums(self, s):
         """Sums large enough for their log to be accurate (no lost mass),
         finite and not NaN."""
-        return s.size == 0 or bool(s.min() > self._smin and s.max() < np.inf)
+        return s.size == 0 or self._ok_ends(float(s.min()), float(s.max()))
+
+    def _ok_ends(self, lo, hi):
+        """:meth:`_ok_sums` from the sums' extremes (False for NaN)."""
+        return lo > self._smin and hi < math.inf
 
     def _exp_pass(self, u, v):
         """``K = exp(u + v - M/reg)`` (the plan at ``(u, v)``); row and column sums."""
@@ -666,7 +670,7 @@ class NumpyKernel(Kernel):
         """Sweeps ``e^v = b / (K^T e^u)``, ``e^u = a / (K e^v)`` on ``K``
         as its last exp pass left it (see :class:`ScaledSweeps`), from
         ``(u, v)`` near that pass; None otherwise."""
-        if (targets is None or self._u0 is not self._ua or self._v0 is not self._va
+        if (self._u0 is not self._ua or self._v0 is not self._va
                 or u is None or v is None or not self._near(u, v)):
             return None
         return ScaledSweeps(self, targets, u, v)

@@ -110,8 +110,6 @@ class TorchCPUKernel(Kernel):
         return _t(self._k.col_lse(u.numpy()))
 
     def scaled_sweeps(self, targets, u, v):
-        if targets is None:
-            return None
         sweeps = self._k.scaled_sweeps(tuple(w.detach().numpy() for w in targets),
                                        u.numpy(), v.numpy())
         return None if sweeps is None else _Sweeps(sweeps)
