@@ -33,7 +33,10 @@ reported by the benchmark.
 Memory: ``M``, ``K`` and, in Newton steps, the float32 copy (half an n-by-m
 float64 array; up to ``SQUARES_CACHE`` entries, another half for its
 squares) or the CSR block (at most ``DENSE_DENSITY`` of the entries). The
-plan handed to the user is ``K``. The float32 arrays of plans up to
+plan handed to the user is ``K``. From ``SPLIT_MIN`` entries on, the copy
+leaves out the last rows (a few percent), which CG reads from ``K``
+itself: the bytes they free hold the solve's vectors and scratch, so that
+the peak stays within ``M``, the plan and half a plan. The float32 arrays of plans up to
 ``SQUARES_CACHE`` entries are kept for the thread's next solve
 (:class:`ScratchPool`).
 """
@@ -91,6 +94,13 @@ DENSE_MIN_SIZE = 1 << 16
 PLAN_RESCALES = 4
 #: entries of the plan binned for the threshold histogram (a row sample above)
 HIST_SAMPLE = 1 << 16
+#: smallest plan (entries) whose float32 copy leaves its last rows out (see
+#: NumpyKernel._copy_rows): at this size memory is what limits a solve
+SPLIT_MIN = 1 << 24
+#: memory (bytes) those rows free for the solve's vectors and row-block
+#: scratch: a fixed part, and a part per entry of ``n + m`` (measured: about
+#: 2.6 MB and 300 bytes)
+SPLIT_RESERVE = (3 << 20, 400)
 
 
 def _same(x, y):
@@ -375,6 +385,29 @@ class FullBlock(HessianBlock):
             for i0 in range(0, n, self._rows):
                 out = out + y32[i0:i0 + self._rows] @ self._squares(i0)
         return self._out(np.asarray(out), None if ev is None else ev * ev, y)
+
+
+class RowSplit(HessianBlock):
+    """A block whose first rows are the block ``top`` and the others ``tail``
+    (the float32 copy of a large plan and the rows it leaves out, see
+    :meth:`NumpyKernel._copy_rows`)."""
+
+    def __init__(self, top, tail, rows, nnz):
+        self.top, self.tail = top, tail
+        self._k = rows  # rows of top
+        self.nnz = nnz
+
+    def matvec(self, x):
+        return np.concatenate((self.top.matvec(x), self.tail.matvec(x)))
+
+    def rmatvec(self, y):
+        return self.top.rmatvec(y[: self._k]) + self.tail.rmatvec(y[self._k:])
+
+    def sq_matvec(self, x):
+        return np.concatenate((self.top.sq_matvec(x), self.tail.sq_matvec(x)))
+
+    def sq_rmatvec(self, y):
+        return self.top.sq_rmatvec(y[: self._k]) + self.tail.sq_rmatvec(y[self._k:])
 
 
 class ScaledSweeps:
@@ -881,11 +914,12 @@ class NumpyKernel(Kernel):
                 return self._K32, u32, v32
             if _same(u32, u) and _same(v32, v):
                 return self._K32, u32, v32
-        n, m = self.shape
+        m = self.shape[1]
+        n = self._copy_rows()
         if self._K32 is None:
-            self._K32 = _SCRATCH.take("K32", self.shape)
+            self._K32 = _SCRATCH.take("K32", (n, m))
         if self._K32sq is None and n * m <= SQUARES_CACHE:
-            self._K32sq = _SCRATCH.take("K32sq", self.shape)
+            self._K32sq = _SCRATCH.take("K32sq", (n, m))
         K, K32, Q = self._K, self._K32, self._K32sq
         tiny32 = np.finfo(np.float32).tiny
         sq_floor = np.float32(math.sqrt(float(tiny32)))
@@ -928,6 +962,35 @@ class NumpyKernel(Kernel):
         self.passes["single"] += 1
         return K32, u, v
 
+    def _copy_rows(self):
+        """Rows of the float32 copy: all of them, except on plans of at least
+        ``SPLIT_MIN`` entries, where the last rows, as many as hold
+        ``SPLIT_RESERVE`` in float32, stay out (CG reads them from ``K``;
+        they are a few percent of the rows, so their float64 reads cost
+        that much of a mat-vec, where the copy's bytes would raise the
+        solve's peak above ``M``, the plan and half a plan)."""
+        n, m = self.shape
+        if n * m < SPLIT_MIN:
+            return n
+        fixed, per = SPLIT_RESERVE
+        tail = -(-(fixed + per * (n + m)) // (4 * m))
+        return n - tail if 2 * tail < n else n
+
+    def _with_tail(self, top, nnz, u, v, tau=0.0):
+        """``top`` (a block of the float32 copy's rows) with the rows the
+        copy leaves out: those of ``K`` scaled to ``(u, v)`` on the fly, or,
+        with ``tau > 0`` (``K`` then holds the plan at ``(u, v)``), a CSR
+        copy of their entries ``>= tau``."""
+        k = top.S.shape[0]
+        if k == self.shape[0]:
+            return top
+        if tau > 0:
+            tail = self._csr(tau, k)
+        else:
+            tail = FullBlock(self._K[k:], self.rows, 0, np.exp(u[k:] - self._u0[k:]),
+                             np.exp(v - self._v0))
+        return RowSplit(top, tail, k, nnz)
+
     def _use_single(self):
         # Entries of K are at most the largest row sum times e^SINGLE_DRIFT,
         # and the preconditioner squares them: within SINGLE_RANGE, float32
@@ -945,8 +1008,10 @@ class NumpyKernel(Kernel):
                 return FullBlock(self._K, self.rows, n * m, np.exp(u - self._u0),
                                  np.exp(v - self._v0))
             K32, u32, v32 = self._single(u, v)
-            return FullBlock(K32, self.rows, n * m, np.exp(u - u32), np.exp(v - v32),
-                             squares=self._K32sq)
+            k = K32.shape[0]
+            top = FullBlock(K32, self.rows, n * m, np.exp(u[:k] - u32[:k]), np.exp(v - v32),
+                            squares=self._K32sq)
+            return self._with_tail(top, n * m, u, v)
         self._materialize(u, v)
         K = self._K
         self.passes["select"] += 1
@@ -956,8 +1021,10 @@ class NumpyKernel(Kernel):
                 kept += int(np.count_nonzero(K[i0:i1] >= tau))
             if kept > self.dense_density * n * m:
                 if self._use_single():
-                    K32, _, _ = self._single(u, v, tau if kept < n * m else 0.0)
-                    return FullBlock(K32, self.rows, kept, squares=self._K32sq)
+                    cut = tau if kept < n * m else 0.0
+                    K32, _, _ = self._single(u, v, cut)
+                    top = FullBlock(K32, self.rows, kept, squares=self._K32sq)
+                    return self._with_tail(top, kept, u, v, cut)
                 # Many entries kept: zero the others in place and use BLAS
                 # mat-vecs on the buffer. K is no longer a plan until the next
                 # exp pass refreshes it.
@@ -969,10 +1036,18 @@ class NumpyKernel(Kernel):
                     self._version += 1
                     self.passes["select"] += 1
                 return FullBlock(K, self.rows, kept)
+        return self._csr(tau)
+
+    def _csr(self, tau, start=0):
+        """The entries ``>= tau`` of ``K``'s rows from ``start`` on, as a CSR
+        block."""
+        K = self._K
+        m = self.shape[1]
+        n = self.shape[0] - start
         indptr = np.zeros(n + 1, dtype=np.int64)
         cols, vals = [], []
-        for i0, i1, _ in self._blocks():
-            Kb = K[i0:i1]
+        for i0, i1, _ in row_blocks(n, self.rows, self.buf):
+            Kb = K[start + i0:start + i1]
             keep = Kb >= tau
             np.cumsum(np.count_nonzero(keep, axis=1), out=indptr[i0 + 1:i1 + 1])
             indptr[i0 + 1:i1 + 1] += indptr[i0]
