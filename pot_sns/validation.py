@@ -304,10 +304,14 @@ def check_cost(nx, M, name="M", values=True):
 def check_cost_values(nx, M, name="M"):
     """Raise ``ValueError`` if ``M`` holds NaN or infinite entries.
 
-    ``min`` and ``max`` propagate NaN and see both infinities: two backend
-    reductions, no n-by-m temporary, no host copy of a device array.
+    One backend reduction when ``M`` is finite: a NaN or an infinity makes
+    the sum NaN or infinite. Only then (or when finite costs overflow the
+    sum) ``min`` and ``max``, which propagate NaN and see both infinities,
+    tell which. No n-by-m temporary, no host copy of a device array.
     """
     M = nx.detach(M)  # float() of a tensor that requires grad warns in torch
+    if math.isfinite(float(nx.sum(M))):
+        return
     lo, hi = float(nx.min(M)), float(nx.max(M))
     if math.isnan(lo) or math.isnan(hi):
         raise ValueError("%s must hold finite costs, found NaN entries" % name)

@@ -95,8 +95,8 @@ def scaling_schedule(kernel, opts):
     """
     if not opts.eps_scaling:
         return []
-    nx = kernel.nx
-    spread = float(nx.max(kernel.M)) - float(nx.min(kernel.M))
+    lo, hi = kernel.cost_range()
+    spread = hi - lo
     reg = kernel.reg
     if not reg < opts.scaling_from * spread:
         return []

@@ -287,3 +287,28 @@ def test_idle_cores_counts_other_busy_processes():
             p.wait()
     # other agents may come and go, but two spinning processes are runnable
     assert loaded >= 2 and threads.idle_cores() >= 1 and quiet >= 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("reg", [0.05, 1e-4])
+def test_exp_pass_from_the_cost_range_is_the_exp_pass(dtype, reg):
+    """At zero potentials the smallest logit is the largest cost's: the exp
+    pass takes it from the kernel's cost range (no minimum per block) and
+    gives the same plan, sums and floor on the plan's nonzero entries."""
+    _, _, M = make_problem(120, 90, seed=4)
+    M = M.astype(dtype)
+    nx = ot.backend.get_backend(M)
+    plain = NumpyKernel(nx, M, reg)
+    r0, c0 = plain._exp_pass(None, None)
+    k = NumpyKernel(nx, M, reg)
+    assert k.cost_range() == (float(M.min()), float(M.max()))
+    r, c = k._exp_pass(None, None)
+    np.testing.assert_array_equal(k._K, plain._K)
+    np.testing.assert_array_equal(r, r0)
+    np.testing.assert_array_equal(c, c0)
+    nonzero = k._K[k._K > 0]
+    assert 0 < k._kfloor <= nonzero.min()
+    # the bound's margin (relative 1e-6 in the logit) is all that differs
+    assert k._kfloor == pytest.approx(plain._kfloor, rel=2e-6 * abs(np.log(plain._kfloor)), abs=0)
+    # the stage kernels of the epsilon scaling share the range
+    assert k.at_reg(10 * reg)._cost_range == k._cost_range

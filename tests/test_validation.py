@@ -418,3 +418,26 @@ def test_torch_inputs_are_validated_on_their_backend():
     # a scalar tensor is a valid reg
     P = pot_sns.sinkhorn_newton_sparse(a, b, Mt, torch.tensor(0.1))
     np.testing.assert_allclose(P.numpy(), pot_sns.sinkhorn_newton_sparse(A, B, M, 0.1), atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["finite", "overflowing sum", "+inf and -inf"])
+def test_cost_scan_is_one_sum_unless_it_is_not_finite(case):
+    """Finite costs take one reduction; costs whose sum is not finite (a
+    NaN, infinities, or finite costs that overflow the sum) get min and max,
+    which accept the overflow and name the infinities."""
+    calls = []
+
+    class Counting:
+        def __getattr__(self, name):
+            fn = getattr(ot.backend.NumpyBackend(), name)
+            return lambda *a, **k: calls.append(name) or fn(*a, **k)
+
+    C = {"finite": M, "overflowing sum": np.full((3, 4), 1e308),
+         "+inf and -inf": _set(_set(M, (0, 0), np.inf), (1, 1), -np.inf)}[case]
+    if case == "+inf and -inf":
+        with pytest.raises(ValueError, match="infinite entries"):
+            validation.check_cost_values(Counting(), C)
+    else:
+        validation.check_cost_values(Counting(), C)
+    want = ["detach", "sum"] if case == "finite" else ["detach", "sum", "min", "max"]
+    assert calls == want

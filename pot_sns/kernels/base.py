@@ -146,6 +146,16 @@ class Kernel(abc.ABC):
         self.n_bins = int(n_bins)
         self.passes = dict.fromkeys(self.pass_kinds, 0)
 
+    _cost_range = None
+
+    def cost_range(self):
+        """``(min, max)`` of ``M`` as floats: two reductions on first use,
+        then kept (``M`` does not change)."""
+        if self._cost_range is None:
+            M = self.nx.detach(self.M)
+            self._cost_range = (float(self.nx.min(M)), float(self.nx.max(M)))
+        return self._cost_range
+
     def errstate(self):
         """The context the solver runs the kernel's passes in: it keeps the
         floating point warnings of the internal passes (overflow in a

@@ -126,12 +126,13 @@ def flush_below(x, floor, mask):
     np.multiply(x, mask, out=x)
 
 
-def exp_flushed(L, out, lo, mask):
+def exp_flushed(L, out, lo, mask, lmin=None):
     """``out = exp(L)`` with the entries whose logit is at or below ``lo``
     set to 0; ``mask`` is bool scratch, and ``L`` may be clamped in place.
-    Returns ``out`` and the smallest logit (NaN when there is a NaN), whose
-    exponential bounds the nonzero entries of ``out`` from below when it is
-    above ``lo``.
+    Returns ``out`` and the smallest logit (NaN when there is a NaN), or
+    ``lmin`` when given (a lower bound on the logits, no reduction then);
+    its exponential bounds the nonzero entries of ``out`` from below when it
+    is above ``lo``.
 
     numpy's float64 ``exp`` leaves its vector path for arguments whose result
     is subnormal or underflows (below about -707.7): each such entry costs
@@ -145,7 +146,8 @@ def exp_flushed(L, out, lo, mask):
     (most, past the warm-up) take the plain ``exp``: the check costs a
     seventh of it, the clamp and mask three times that.
     """
-    lmin = float(L.min()) if L.size else math.inf
+    if lmin is None:
+        lmin = float(L.min()) if L.size else math.inf
     if lmin > lo:  # False for NaN: the masked path keeps NaN
         return np.exp(L, out=out), lmin
     np.maximum(L, lo, out=L)
@@ -552,6 +554,7 @@ class NumpyKernel(Kernel):
         scaling), sharing this kernel's buffer ``K`` (see :class:`SharedBuffer`)."""
         k = NumpyKernel(self.nx, self.M, reg, self.bin_width, self.n_bins)
         k._pool = self._pool
+        k._cost_range = self._cost_range
         return k
 
     def _forget_K(self):
@@ -616,9 +619,15 @@ class NumpyKernel(Kernel):
         # saved, a third of the pass outside the exp
         uz = u if u is not None and u.any() else None
         vz = v if v is not None and v.any() else None
+        known = None
+        if uz is None and vz is None and self._cost_range is not None:
+            # the smallest logit is the largest cost's (less a margin for
+            # the rounding of M's dtype): no minimum per block
+            x = self._cost_range[1] * self.scale
+            known = x - 1e-6 * abs(x) - 1e-300
         for i0, i1, L in self._blocks():
             self._logits(L, i0, i1, uz, vz)
-            Kb, lb = exp_flushed(L, K[i0:i1], self._lo, self._mask(L))
+            Kb, lb = exp_flushed(L, K[i0:i1], self._lo, self._mask(L), known)
             lmin = min(lmin, lb)
             # sums as BLAS mat-vecs: half the time of numpy's reductions
             np.dot(Kb, ones[:m], out=r[i0:i1])

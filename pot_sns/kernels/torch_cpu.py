@@ -99,6 +99,9 @@ class TorchCPUKernel(Kernel):
     def errstate(self):
         return self._k.errstate()
 
+    def cost_range(self):
+        return self._k.cost_range()
+
     def at_reg(self, reg):
         return TorchCPUKernel(self.nx, self.M, reg, self.bin_width, self.n_bins,
                               inner=self._k.at_reg(reg))
