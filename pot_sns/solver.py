@@ -67,6 +67,9 @@ class Run:
         self.out = SolverResult(None, None, None, math.inf, "max_iter")
         self.t_start = time.perf_counter()
         self.best = (math.inf, None, None)  # (error, u, v)
+        # (u, col_lse(u)) of the last log-domain sweep on the run's kernel:
+        # the next sweep from u starts with that column log-sum-exp
+        self.col_memo = None
         self._lines = 0
 
     def budget_left(self):

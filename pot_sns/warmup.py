@@ -19,9 +19,12 @@ def sweeps(run, u, v, count, stage, kernel=None, objective=None, tol=None):
     """Up to ``count`` Sinkhorn sweeps from ``(u, v)``.
 
     Each sweep updates ``v`` then ``u``; its error, the marginal violation
-    at the point before the ``u``-update (whose column sums are exact), is
-    recorded in ``run``. The sweeps stop early below ``tol`` (default: the
-    run's ``stopThr``) or when the run's iteration budget is spent.
+    at the point it reaches (whose row sums are exact: the distance of its
+    column sums to their target, what POT's ``sinkhorn`` measures), is
+    recorded in ``run``. Those column sums are the next sweep's first
+    half-sweep, so measuring costs no pass. The sweeps stop early below
+    ``tol`` (default: the run's ``stopThr``) or when the run's iteration
+    budget is spent.
 
     Parameters
     ----------
@@ -56,21 +59,32 @@ def sweeps(run, u, v, count, stage, kernel=None, objective=None, tol=None):
     err = math.inf
     targets = obj.scaling_targets()
     fast = None  # sweeps in scaling form, where the kernel offers them
+    # the column log-sum-exp the run's last sweep left at u (only the run's
+    # own kernel: a memo must not keep an epsilon-scaling stage's alive)
+    memo = run.col_memo if kern is run.kernel else None
+    lse_c = memo[1] if memo is not None and memo[0] is u else None
     for _ in range(count):
         if not run.budget_left():
             break
         if fast is None and targets is not None:
-            fast = kern.scaled_sweeps(targets, u, v)
+            fast = kern.scaled_sweeps(targets, u, v, lse_c)
+            if fast is None and lse_c is None:
+                # the column half-sweep, which the log-domain sweep needs
+                # too, may bring the plan into kernel form (an exp pass)
+                lse_c = kern.col_lse(u)
+                fast = kern.scaled_sweeps(targets, u, v, lse_c)
         err_new = None if fast is None else fast.sweep()
         if err_new is None:
             if fast is not None:
                 u, v = fast.potentials()
-                fast = None
-            v = obj.col_update(kern.col_lse(u))
-            lse = kern.row_lse(v)
-            # (u, v) has exact column sums; its row sums are exp(u + lse)
-            err_new = float(nx.norm(obj.row_target(u) - nx.exp(u + lse)))
-            u = obj.row_update(lse)
+                fast = lse_c = None
+            if lse_c is None:
+                lse_c = kern.col_lse(u)
+            v = obj.col_update(lse_c)
+            u = obj.row_update(kern.row_lse(v))
+            lse_c = kern.col_lse(u)
+            # (u, v) has exact row sums; its column sums are exp(v + lse_c)
+            err_new = float(nx.norm(obj.col_target(v) - nx.exp(v + lse_c)))
         run.out.n_sinkhorn += 1
         if math.isfinite(err) and err > 0:
             rates.append(err_new / err)
@@ -80,6 +94,8 @@ def sweeps(run, u, v, count, stage, kernel=None, objective=None, tol=None):
             break
     if fast is not None:
         u, v = fast.potentials()
+        lse_c = None
+    run.col_memo = None if lse_c is None or kern is not run.kernel else (u, lse_c)
     # Sinkhorn crawls along the direction that leaves the plan unchanged
     # (unbalanced duals with reg_m >> reg): the objective steps there exactly
     u, v = obj.translate(u, v)

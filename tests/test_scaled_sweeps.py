@@ -24,7 +24,7 @@ def _solve(a, b, M, reg, sweeps):
 
 
 def _log_domain_only(monkeypatch):
-    monkeypatch.setattr(NumpyKernel, "scaled_sweeps", lambda self, targets, u, v: None)
+    monkeypatch.setattr(NumpyKernel, "scaled_sweeps", lambda self, targets, u, v, col=None: None)
 
 
 # 1e-4: the epsilon-scaling stages, and potentials that leave the range of
@@ -114,12 +114,39 @@ def test_scaled_sweeps_count_their_mat_vecs():
         before = k.passes["matvec"]
         sw = k.scaled_sweeps((a, b), u, v)
         for _ in range(3):
-            assert sw.sweep() is not None
-        assert k.passes["matvec"] == before + 6 and k.passes["exp"] == 1
+            err = sw.sweep()
+        # the start point's column sums, then two mat-vecs per sweep
+        assert k.passes["matvec"] == before + 7 and k.passes["exp"] == 1
         u1, v1 = sw.potentials()
-    # the plan at the returned potentials has the row sums a (a sweep ends on u)
-    P = np.exp(u1[:, None] + v1[None, :] - M / 0.1)
-    np.testing.assert_allclose(P.sum(1), a, rtol=1e-12)
+        # the plan at the returned potentials has the row sums a (a sweep
+        # ends on u), and the error is its column sums' distance to b
+        P = np.exp(u1[:, None] + v1[None, :] - M / 0.1)
+        np.testing.assert_allclose(P.sum(1), a, rtol=1e-12)
+        assert err == pytest.approx(np.linalg.norm(P.sum(0) - b), rel=1e-9)
+        # sweeps from there go on with those column sums: two per sweep
+        before = k.passes["matvec"]
+        sw = k.scaled_sweeps((a, b), u1, v1)
+        assert sw.sweep() is not None and k.passes["matvec"] == before + 2
+        u2, v2 = sw.potentials()
+        # and the sums there cost no mat-vec
+        before = k.passes["matvec"]
+        r, c, _ = k.evaluate(u2, v2, 0.0)
+        assert k.passes["matvec"] == before and k.passes["exp"] == 1
+        P = np.exp(u2[:, None] + v2[None, :] - M / 0.1)
+        np.testing.assert_allclose(r, P.sum(1), rtol=1e-12)
+        np.testing.assert_allclose(c, P.sum(0), rtol=1e-12)
+        # elsewhere (or for other targets) they are computed
+        k.evaluate(u2 + 1e-3, v2, 0.0)
+        assert k.passes["matvec"] == before + 2
+        sw = k.scaled_sweeps((a, 2 * b), u2, v2)
+        sw.sweep()
+        assert k.passes["matvec"] == before + 5
+        # a log-domain column log-sum-exp at the start point saves the first
+        lse = k.col_lse(u2)
+        before = k.passes["matvec"]
+        sw = k.scaled_sweeps((a, b), u2, v2, lse)
+        sw.sweep()
+        assert k.passes["matvec"] == before + 2
     assert npk.ScaledSweeps is ScaledSweeps
 
 

@@ -176,18 +176,19 @@ class Kernel(abc.ABC):
     def col_lse(self, u):
         """``logsumexp_i(u_i - M_ij / reg)``, shape ``(m,)``."""
 
-    def scaled_sweeps(self, targets, u, v):
+    def scaled_sweeps(self, targets, u, v, col=None):
         """Sinkhorn sweeps in scaling form from ``(u, v)``, or None.
 
         ``targets`` is ``(a, b)``, from
         :meth:`pot_sns.objective.Objective.scaling_targets` (an objective
-        without them runs log-domain sweeps only). A kernel that
-        holds the plan in kernel form may return an object whose
-        ``sweep()`` does one sweep (``v`` then ``u``, as
-        :func:`pot_sns.warmup.sweeps`) and returns its error, or None when
-        the sweep would leave the range where the kernel form is exact (the
-        object is then unchanged), and whose ``potentials()`` returns
-        ``(u, v)``. The default: None (log-domain half-sweeps only).
+        without them runs log-domain sweeps only); ``col``, when given, is
+        :meth:`col_lse` at ``u``. A kernel that holds the plan in kernel
+        form may return an object whose ``sweep()`` does one sweep (``v``
+        then ``u``, as :func:`pot_sns.warmup.sweeps`) and returns its error
+        (at the point it reaches), or None when the sweep would leave the
+        range where the kernel form is exact (the object is then
+        unchanged), and whose ``potentials()`` returns ``(u, v)``. The
+        default: None (log-domain half-sweeps only).
         """
         return None
 

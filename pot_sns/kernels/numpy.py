@@ -427,15 +427,33 @@ class ScaledSweeps:
     what the log-domain half-sweeps check: sums finite and large enough to
     be exact, and potentials within the kernel's drift of the exp pass. A
     sweep that fails a check changes nothing.
+
+    A sweep's error is measured at the point it reaches: its column sums
+    ``e^v * (K^T e^u)``, whose mat-vec is the next sweep's first half
+    (``col``, the column log-sum-exp at ``u``, saves the first one). The
+    sums there are also the kernel's :meth:`NumpyKernel.evaluate` at the
+    potentials :meth:`potentials` returns.
     """
 
-    def __init__(self, kernel, targets, u, v):
+    def __init__(self, kernel, targets, u, v, col=None):
         self._k = kernel
         self.a, self.b = targets
         self._ends = [(float(w.min()), float(w.max())) for w in targets]
+        self._u, self._v = u, v
         self.eu = np.exp(u - kernel._u0)
         self.ev = np.exp(v - kernel._v0)
         self._lo, self._hi = math.exp(-kernel._drift), math.exp(kernel._drift)
+        # K^T e^u at the current point; with col = log(sum_i e^(u_i - M_ij/reg)),
+        # it is e^(col + v0)
+        self._s = None if col is None else np.exp(col + kernel._v0)
+        self._r = None  # K e^v there (the row sums are e^u times it)
+
+    def resume(self):
+        """Go on from where the kernel's last scaled sweeps stopped, when
+        that is this start point (the sweeps' scalings and sums there)."""
+        stop = self._k._stop
+        if stop is not None and _stopped_at(self._k, stop, (self.a, self.b), self._u, self._v):
+            self.eu, self.ev, self._s, self._r = stop[5:]
 
     def _scaling(self, w, ends, s):
         """``w / s``, or None when the sums ``s`` lost mass, are not finite,
@@ -451,21 +469,30 @@ class ScaledSweeps:
         return x
 
     def sweep(self):
-        """One sweep; its error (the marginal violation at the point before
-        the ``u``-update), or None (nothing changed)."""
-        K = self._k._K
-        ev = self._scaling(self.b, self._ends[1], self.eu @ K)
+        """One sweep; its error (the marginal violation at the point it
+        reaches), or None (nothing changed)."""
+        k = self._k
+        K = k._K
+        s = self._s
+        if s is None:
+            s = self.eu @ K
+            k.passes["matvec"] += 1
+        ev = self._scaling(self.b, self._ends[1], s)
         if ev is None:
             return None
         r = K @ ev
         eu = self._scaling(self.a, self._ends[0], r)
         if eu is None:
             return None
-        d = self.eu * r
-        d -= self.a
-        self.eu, self.ev = eu, ev
-        self._k.passes["matvec"] += 2
-        return math.sqrt(float(d @ d))
+        s = eu @ K
+        k.passes["matvec"] += 2
+        d = ev * s
+        d -= self.b
+        err = math.sqrt(float(d @ d))
+        if not err < math.inf:  # the next sweep's checks would fail
+            return None
+        self.eu, self.ev, self._s, self._r = eu, ev, s, r
+        return err
 
     def potentials(self):
         """``(u, v)`` of the last sweep."""
@@ -475,7 +502,15 @@ class ScaledSweeps:
         v = np.log(self.ev)
         v += k._v0
         k._hint_u, k._hint_v = u, v
+        k._stop = (k._version, self.a, self.b, u, v, self.eu, self.ev, self._s, self._r)
         return u, v
+
+
+def _stopped_at(kernel, stop, targets, u, v):
+    """Whether scaled sweeps toward ``targets`` stopped at ``(u, v)``
+    (``stop``, see :attr:`NumpyKernel._stop`) with ``K`` unchanged since."""
+    return (stop[0] == kernel._version and _same(stop[3], u) and _same(stop[4], v)
+            and _same(stop[1], targets[0]) and _same(stop[2], targets[1]))
 
 
 class NumpyKernel(Kernel):
@@ -547,6 +582,10 @@ class NumpyKernel(Kernel):
         self._k32_at = None  # (threshold, u, v) the copy was made at
         self._hint_u = self._hint_v = None  # last potentials seen
         self._point = None  # (u, v) of the last evaluate
+        # where the last ScaledSweeps stopped: (version, a, b, u, v, e^u,
+        # e^v, K^T e^u, K e^v); arrays only (a reference to the sweeps
+        # would make a cycle that keeps a stage kernel's scratch alive)
+        self._stop = None
         self._rmax = 0.0  # largest row sum there
 
     def at_reg(self, reg):
@@ -708,14 +747,18 @@ class NumpyKernel(Kernel):
             return np.log(c) - v
         return self._stable_col_lse(u)
 
-    def scaled_sweeps(self, targets, u, v):
+    def scaled_sweeps(self, targets, u, v, col=None):
         """Sweeps ``e^v = b / (K^T e^u)``, ``e^u = a / (K e^v)`` on ``K``
         as its last exp pass left it (see :class:`ScaledSweeps`), from
-        ``(u, v)`` near that pass; None otherwise."""
+        ``(u, v)`` near that pass; None otherwise. The sweeps that handed
+        out ``(u, v)`` go on where they stopped (their column sums there
+        are the next sweep's first half)."""
         if (self._u0 is not self._ua or self._v0 is not self._va
                 or u is None or v is None or not self._near(u, v)):
             return None
-        return ScaledSweeps(self, targets, u, v)
+        sweeps = ScaledSweeps(self, targets, u, v, col)
+        sweeps.resume()
+        return sweeps
 
     def _stable_row_lse(self, v):
         """Max-shifted log-sum-exp over ``M`` (rows whose terms all underflow)."""
@@ -751,7 +794,12 @@ class NumpyKernel(Kernel):
         self._hint_u, self._hint_v = u, v
         self._point = (u, v)
         r = c = None
-        if self._near(u, v):
+        stop = self._stop
+        if (stop is not None and stop[7] is not None and stop[8] is not None
+                and _stopped_at(self, stop, stop[1:3], u, v)):
+            # where the scaled sweeps stopped: their last mat-vecs' sums
+            r, c = stop[5] * stop[8], stop[6] * stop[7]
+        elif self._near(u, v):
             eu = np.exp(u - self._u0)
             ev = np.exp(v - self._v0)
             r = eu * (self._K @ ev)

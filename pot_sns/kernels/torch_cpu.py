@@ -112,9 +112,10 @@ class TorchCPUKernel(Kernel):
     def col_lse(self, u):
         return _t(self._k.col_lse(u.numpy()))
 
-    def scaled_sweeps(self, targets, u, v):
+    def scaled_sweeps(self, targets, u, v, col=None):
         sweeps = self._k.scaled_sweeps(tuple(w.detach().numpy() for w in targets),
-                                       u.numpy(), v.numpy())
+                                       u.numpy(), v.numpy(),
+                                       None if col is None else col.numpy())
         return None if sweeps is None else _Sweeps(sweeps)
 
     def evaluate(self, u, v, top, hist=True):
