@@ -36,9 +36,9 @@ squares) or the CSR block (at most ``DENSE_DENSITY`` of the entries). The
 plan handed to the user is ``K``. From ``SPLIT_MIN`` entries on, the copy
 leaves out the last rows (a few percent), which CG reads from ``K``
 itself: the bytes they free hold the solve's vectors and scratch, so that
-the peak stays within ``M``, the plan and half a plan. The float32 arrays of plans up to
-``SQUARES_CACHE`` entries are kept for the thread's next solve
-(:class:`ScratchPool`).
+the peak stays within ``M``, the plan and half a plan. The float32 arrays
+of plans up to ``SQUARES_CACHE`` entries are kept for the thread's next
+solve (:class:`ScratchPool`).
 """
 
 import contextlib
