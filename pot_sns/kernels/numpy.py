@@ -41,6 +41,7 @@ of plans up to ``SQUARES_CACHE`` entries are kept for the thread's next
 solve (:class:`ScratchPool`).
 """
 
+import collections
 import contextlib
 import math
 import threading
@@ -396,20 +397,43 @@ class RowSplit(HessianBlock):
 
     def __init__(self, top, tail, rows, nnz):
         self.top, self.tail = top, tail
-        self._k = rows  # rows of top
+        self._rows = rows  # rows of top
         self.nnz = nnz
 
     def matvec(self, x):
         return np.concatenate((self.top.matvec(x), self.tail.matvec(x)))
 
     def rmatvec(self, y):
-        return self.top.rmatvec(y[: self._k]) + self.tail.rmatvec(y[self._k:])
+        k = self._rows
+        return self.top.rmatvec(y[:k]) + self.tail.rmatvec(y[k:])
 
     def sq_matvec(self, x):
         return np.concatenate((self.top.sq_matvec(x), self.tail.sq_matvec(x)))
 
     def sq_rmatvec(self, y):
-        return self.top.sq_rmatvec(y[: self._k]) + self.tail.sq_rmatvec(y[self._k:])
+        k = self._rows
+        return self.top.sq_rmatvec(y[:k]) + self.tail.sq_rmatvec(y[k:])
+
+
+class SweepStop(collections.namedtuple("SweepStop", "version a b u v eu ev s r")):
+    """Where scaled sweeps stopped: the kernel's ``version`` then, their
+    targets ``(a, b)``, the potentials ``(u, v)`` they handed out, their
+    scalings ``(eu, ev)`` there and their last mat-vecs ``s = K^T eu``,
+    ``r = K ev`` (None before the first sweep). Arrays only: a reference
+    to the sweeps would make a cycle that keeps a stage kernel's scratch
+    alive."""
+
+    def at(self, kernel, targets, u, v):
+        """Whether it is ``(u, v)`` toward ``targets``, ``K`` unchanged since."""
+        return (self.version == kernel._version and _same(self.u, u) and _same(self.v, v)
+                and _same(self.a, targets[0]) and _same(self.b, targets[1]))
+
+    def sums(self, kernel, u, v):
+        """The plan's row and column sums there, when it is ``(u, v)``
+        (else None)."""
+        if self.r is None or self.s is None or not self.at(kernel, (self.a, self.b), u, v):
+            return None
+        return self.eu * self.r, self.ev * self.s
 
 
 class ScaledSweeps:
@@ -439,21 +463,18 @@ class ScaledSweeps:
         self._k = kernel
         self.a, self.b = targets
         self._ends = [(float(w.min()), float(w.max())) for w in targets]
-        self._u, self._v = u, v
+        self._lo, self._hi = math.exp(-kernel._drift), math.exp(kernel._drift)
+        stop = kernel._stop
+        if stop is not None and stop.at(kernel, targets, u, v):
+            # go on where the kernel's last scaled sweeps stopped
+            self.eu, self.ev, self._s, self._r = stop.eu, stop.ev, stop.s, stop.r
+            return
         self.eu = np.exp(u - kernel._u0)
         self.ev = np.exp(v - kernel._v0)
-        self._lo, self._hi = math.exp(-kernel._drift), math.exp(kernel._drift)
         # K^T e^u at the current point; with col = log(sum_i e^(u_i - M_ij/reg)),
         # it is e^(col + v0)
         self._s = None if col is None else np.exp(col + kernel._v0)
         self._r = None  # K e^v there (the row sums are e^u times it)
-
-    def resume(self):
-        """Go on from where the kernel's last scaled sweeps stopped, when
-        that is this start point (the sweeps' scalings and sums there)."""
-        stop = self._k._stop
-        if stop is not None and _stopped_at(self._k, stop, (self.a, self.b), self._u, self._v):
-            self.eu, self.ev, self._s, self._r = stop[5:]
 
     def _scaling(self, w, ends, s):
         """``w / s``, or None when the sums ``s`` lost mass, are not finite,
@@ -502,15 +523,9 @@ class ScaledSweeps:
         v = np.log(self.ev)
         v += k._v0
         k._hint_u, k._hint_v = u, v
-        k._stop = (k._version, self.a, self.b, u, v, self.eu, self.ev, self._s, self._r)
+        k._stop = SweepStop(k._version, self.a, self.b, u, v, self.eu, self.ev,
+                            self._s, self._r)
         return u, v
-
-
-def _stopped_at(kernel, stop, targets, u, v):
-    """Whether scaled sweeps toward ``targets`` stopped at ``(u, v)``
-    (``stop``, see :attr:`NumpyKernel._stop`) with ``K`` unchanged since."""
-    return (stop[0] == kernel._version and _same(stop[3], u) and _same(stop[4], v)
-            and _same(stop[1], targets[0]) and _same(stop[2], targets[1]))
 
 
 class NumpyKernel(Kernel):
@@ -582,10 +597,7 @@ class NumpyKernel(Kernel):
         self._k32_at = None  # (threshold, u, v) the copy was made at
         self._hint_u = self._hint_v = None  # last potentials seen
         self._point = None  # (u, v) of the last evaluate
-        # where the last ScaledSweeps stopped: (version, a, b, u, v, e^u,
-        # e^v, K^T e^u, K e^v); arrays only (a reference to the sweeps
-        # would make a cycle that keeps a stage kernel's scratch alive)
-        self._stop = None
+        self._stop = None  # SweepStop of the last ScaledSweeps
         self._rmax = 0.0  # largest row sum there
 
     def at_reg(self, reg):
@@ -756,9 +768,7 @@ class NumpyKernel(Kernel):
         if (self._u0 is not self._ua or self._v0 is not self._va
                 or u is None or v is None or not self._near(u, v)):
             return None
-        sweeps = ScaledSweeps(self, targets, u, v, col)
-        sweeps.resume()
-        return sweeps
+        return ScaledSweeps(self, targets, u, v, col)
 
     def _stable_row_lse(self, v):
         """Max-shifted log-sum-exp over ``M`` (rows whose terms all underflow)."""
@@ -794,11 +804,10 @@ class NumpyKernel(Kernel):
         self._hint_u, self._hint_v = u, v
         self._point = (u, v)
         r = c = None
-        stop = self._stop
-        if (stop is not None and stop[7] is not None and stop[8] is not None
-                and _stopped_at(self, stop, stop[1:3], u, v)):
-            # where the scaled sweeps stopped: their last mat-vecs' sums
-            r, c = stop[5] * stop[8], stop[6] * stop[7]
+        # where scaled sweeps stopped, their last mat-vecs give the sums
+        known = None if self._stop is None else self._stop.sums(self, u, v)
+        if known is not None:
+            r, c = known
         elif self._near(u, v):
             eu = np.exp(u - self._u0)
             ev = np.exp(v - self._v0)
