@@ -146,7 +146,7 @@ def sinkhorn_newton_sparse(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose=
         res, out = _solve_hists(p, nx, a, b, M, reg, given, verbose, warn)
         return (res, out) if log else res
     P, lg = _solve_one(nx, a, b, M, reg, p.options, p.numItermax, p.stopThr, verbose, warn,
-                       p.warmstart)
+                       p.warmstart, p.cost_range)
     return (P, lg) if log else P
 
 
@@ -158,7 +158,7 @@ def _solve_hists(p, nx, a, b, M, reg, given, verbose, warn):
     losses, us, vs, logs = [], [], [], []
     for k in range(p.n_hists):
         P, lg = _solve_one(nx, a, b[:, k], M, reg, p.options, p.numItermax, p.stopThr,
-                           verbose, warn, starts[k])
+                           verbose, warn, starts[k], p.cost_range)
         losses.append(_loss(nx, M, P, reg, given, k))
         us.append(lg["log_u"])
         vs.append(lg["log_v"])
@@ -229,7 +229,7 @@ def sinkhorn_newton_sparse2(a, b, M, reg, numItermax=1000, stopThr=1e-9, verbose
         res, out = _solve_hists(p, nx, a, b, M, reg, given, verbose, warn)
     else:
         P, out = _solve_one(nx, a, b, M, reg, p.options, p.numItermax, p.stopThr, verbose,
-                            warn, p.warmstart)
+                            warn, p.warmstart, p.cost_range)
         res = _loss(nx, M, P, reg, given)
     return (res, out) if log else res
 
@@ -272,7 +272,7 @@ def solve_checked(p, verbose=False, warn=True):
                          "sinkhorn_newton_sparse for several)" % (tuple(p.b.shape),))
     nx, a, b, M, reg, _ = _promote(p)
     return _solve_one(nx, a, b, M, reg, p.options, p.numItermax, p.stopThr, verbose, warn,
-                      p.warmstart)
+                      p.warmstart, p.cost_range)
 
 
 def _promote(p):
@@ -313,8 +313,10 @@ def _embed_solution(nx, P, u, v, ia, ib, shape):
             _embed(nx, v, ib, None, (m,), fill=-np.inf))
 
 
-def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart):
-    """One problem: restrict to the support of the weights, solve, embed back."""
+def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warmstart,
+               cost_range=None):
+    """One problem: restrict to the support of the weights, solve, embed back.
+    ``cost_range``: ``(min, max)`` of ``M`` when known (the input check)."""
     ia, ib, full = _support(nx, a, b)
     if warmstart is not None:
         warmstart = tuple(_cast(nx, w, a) for w in warmstart)
@@ -328,6 +330,8 @@ def _solve_one(nx, a, b, M, reg, opts, numItermax, stopThr, verbose, warn, warms
     # the weights may differ in mass by a rounding error: solve the balanced problem
     Bs = Bs * (nx.sum(As) / nx.sum(Bs))
     kernel = make_kernel(nx, Ms, reg, opts.bin_width, opts.n_bins)
+    if full and cost_range is not None:
+        kernel.set_cost_range(*cost_range)
     res = solve(kernel, BalancedObjective(nx, As, Bs, reg), opts, numItermax, stopThr, ws,
                 verbose)
     P = res.P if res.P is not None else kernel.plan(res.u, res.v)

@@ -46,7 +46,8 @@ DEFAULT_NAMES = {
 }
 
 Problem = namedtuple(
-    "Problem", "nx a b M reg numItermax stopThr warmstart n_hists options")
+    "Problem", "nx a b M reg numItermax stopThr warmstart n_hists options cost_range",
+    defaults=(None,))
 Problem.__doc__ = """Validated problem returned by :func:`check_problem`.
 
 ``a``, ``b`` and ``M`` are arrays of the single backend ``nx`` (lists
@@ -54,7 +55,9 @@ converted, ``[]``/``None`` weights made uniform), not yet cast to a common
 dtype nor detached. ``n_hists`` is 0 for a 1-D ``b`` and ``b.shape[1]``
 otherwise. ``options`` is the :class:`pot_sns.SNSOptions` built from the
 options given to :func:`check_problem` (its defaults when none were given):
-the options that solving the problem uses, parsed and checked once."""
+the options that solving the problem uses, parsed and checked once.
+``cost_range`` is ``(min, max)`` of a floating-point ``M`` from the
+finiteness scan (None for integer costs, which are not scanned)."""
 
 
 def _type_name(x):
@@ -302,24 +305,24 @@ def check_cost(nx, M, name="M", values=True):
 
 
 def check_cost_values(nx, M, name="M"):
-    """Raise ``ValueError`` if ``M`` holds NaN or infinite entries.
+    """Raise ``ValueError`` if ``M`` holds NaN or infinite entries; else
+    return ``(min, max)`` of ``M`` as floats.
 
-    One backend reduction when ``M`` is finite: a NaN or an infinity makes
-    the sum NaN or infinite. Only then (or when finite costs overflow the
-    sum) ``min`` and ``max``, which propagate NaN and see both infinities,
-    tell which. No n-by-m temporary, no host copy of a device array.
+    Two backend reductions, ``min`` and ``max``, which propagate NaN and see
+    both infinities (a sum would take as long as both, and overflow on
+    large finite costs). No n-by-m temporary, no host copy of a device
+    array. The range is what the solver's kernel needs first (the
+    epsilon-scaling schedule, the first exp pass): it takes it from here
+    instead of scanning ``M`` again.
     """
     M = nx.detach(M)  # float() of a tensor that requires grad warns in torch
-    with np.errstate(over="ignore", invalid="ignore"):  # numpy's sum warns on both
-        total = float(nx.sum(M))
-    if math.isfinite(total):
-        return
     lo, hi = float(nx.min(M)), float(nx.max(M))
     if math.isnan(lo) or math.isnan(hi):
         raise ValueError("%s must hold finite costs, found NaN entries" % name)
     if math.isinf(lo) or math.isinf(hi):
         raise ValueError("%s must hold finite costs, found infinite entries (to forbid a "
                          "pair, use a large finite cost instead)" % name)
+    return lo, hi
 
 
 def uniform_weights(nx, n, M):
@@ -349,22 +352,22 @@ def check_weights(nx, a, b, M, names=None):
         raise ValueError("%s must hold at least one histogram, got shape %s"
                          % (nb, tuple(b.shape)))
     ah, bh = nx.to_numpy(a), nx.to_numpy(b)
+    masses = []
     for name, x in ((na, ah), (nb, bh)):
         if x.dtype.kind not in "biuf":
             raise TypeError("%s must hold real numbers, got dtype %s" % (name, x.dtype))
-        if x.dtype.kind == "f":
-            if np.isnan(x).any():
-                raise ValueError("%s must hold finite weights, found NaN entries" % name)
-            if np.isinf(x).any():
-                raise ValueError("%s must hold finite weights, found infinite entries" % name)
-        if (x < 0).any():
-            raise ValueError("%s must hold non-negative weights, found %g at index %s"
-                             % (name, x.min(), np.unravel_index(np.argmin(x), x.shape)[0]))
-    mass_a = float(ah.sum(dtype=np.float64))
+        mass = x.sum(axis=0, dtype=np.float64)
+        # a finite sum and a minimum >= 0 clear the entries (a NaN or an
+        # infinity makes the sum NaN or infinite); only a failure pays for
+        # the scans that name the culprit
+        if not (np.isfinite(mass).all() and x.min() >= 0):
+            _check_entries(name, x)
+        masses.append(mass)
+    mass_a = float(masses[0])
     if mass_a <= 0:
         raise ValueError("%s must have positive total mass, got sum(%s)=%g"
                          % (na, na, mass_a))
-    mass_b = bh.sum(axis=0, dtype=np.float64).reshape(-1)
+    mass_b = masses[1].reshape(-1)
     if (mass_b <= 0).any():
         raise ValueError("%s must have positive total mass, got sum(%s)=%s"
                          % (nb, nb, np.array2string(mass_b)))
@@ -378,6 +381,19 @@ def check_weights(nx, a, b, M, names=None):
             % (na, nb, na, mass_a, nb, np.array2string(mass_b, precision=10), worst, rtol))
 
 
+def _check_entries(name, x):
+    """Name the NaN, infinite or negative entries of weights ``x``."""
+    if x.dtype.kind == "f":
+        if np.isnan(x).any():
+            raise ValueError("%s must hold finite weights, found NaN entries" % name)
+        if np.isinf(x).any():
+            raise ValueError("%s must hold finite weights, found infinite entries" % name)
+    if (x < 0).any():
+        raise ValueError("%s must hold non-negative weights, found %g at index %s"
+                         % (name, x.min(), np.unravel_index(np.argmin(x), x.shape)[0]))
+
+
+@functools.lru_cache(maxsize=64)
 def mass_tolerance(*dtypes):
     """Relative tolerance of the equal-mass check for weights of ``dtypes``."""
     eps = float(np.finfo(np.result_type(*dtypes, np.float16)).eps)
@@ -479,7 +495,7 @@ def check_problem(a, b, M, reg, numItermax=1000, stopThr=1e-9, warmstart=None,
     -------
     Problem
         Named tuple ``(nx, a, b, M, reg, numItermax, stopThr, warmstart,
-        n_hists, options)``.
+        n_hists, options, cost_range)``.
 
     Raises
     ------
@@ -515,6 +531,8 @@ def check_problem(a, b, M, reg, numItermax=1000, stopThr=1e-9, warmstart=None,
     check_weights(nx, a, b, M, names)
     n_hists = b.shape[1] if len(b.shape) == 2 else 0
     check_warmstart(warmstart, n, m, n_hists, a, b, names["warmstart"])
+    cost_range = None
     if _dtype_kind(nx, M) == "f":
-        check_cost_values(nx, M, names["M"])
-    return Problem(nx, a, b, M, reg, numItermax, stopThr, warmstart, n_hists, opts)
+        cost_range = check_cost_values(nx, M, names["M"])
+    return Problem(nx, a, b, M, reg, numItermax, stopThr, warmstart, n_hists, opts,
+                   cost_range)

@@ -312,3 +312,37 @@ def test_exp_pass_from_the_cost_range_is_the_exp_pass(dtype, reg):
     assert k._kfloor == pytest.approx(plain._kfloor, rel=2e-6 * abs(np.log(plain._kfloor)), abs=0)
     # the stage kernels of the epsilon scaling share the range
     assert k.at_reg(10 * reg)._cost_range == k._cost_range
+
+
+@pytest.mark.parametrize("reg", [0.05, 1e-4])
+@pytest.mark.parametrize("chunk", [None, 90 * 7])
+def test_in_place_passes_by_blocks_are_the_plan(monkeypatch, reg, chunk):
+    """The exp pass and the rescaling write K in place by row blocks of
+    PLAN_CHUNK entries (here also 7 rows, the last block shorter): the plan,
+    its sums, and zeros exactly where the logits underflow (reg = 1e-4,
+    the masked path), against the plan computed in one piece. Sums not
+    asked for are not computed."""
+    if chunk is not None:
+        monkeypatch.setattr(npk, "PLAN_CHUNK", chunk)
+        monkeypatch.setattr(npk, "CHUNK", 90 * 3)
+    _, _, M = make_problem(120, 90, seed=4)
+    nx = ot.backend.get_backend(M)
+    k = NumpyKernel(nx, M, reg)
+    assert min(k._plan_rows, 120) == (7 if chunk else 120)
+    rng = np.random.default_rng(0)
+    u, v = rng.normal(size=120), rng.normal(size=90) + (M / reg).min(0)
+    r, c = k._exp_pass(u, v)
+    L = M * (-1.0 / reg) + u[:, None] + v[None, :]  # the kernel's logits, rounded alike
+    want = np.where(L > k._lo, np.exp(L), 0.0)
+    np.testing.assert_allclose(k._K, want, rtol=1e-13, atol=0)
+    assert ((k._K == 0) == (want == 0)).all() and (reg > 1e-3 or (want == 0).any())
+    np.testing.assert_allclose(r, want.sum(1), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(c, want.sum(0), rtol=1e-12, atol=0)
+    assert k._exp_pass(u, v, rows=False)[0] is None
+    assert k._exp_pass(u, v, cols=False)[1] is None
+    # a rescaling to a nearby point, block by block
+    du, dv = 0.3 * rng.normal(size=120), 0.3 * rng.normal(size=90)
+    k._materialize(u + du, v + dv)
+    assert k._rescaled == 1
+    np.testing.assert_allclose(k._K, want * np.exp(du[:, None] + dv[None, :]), rtol=1e-12,
+                               atol=0)

@@ -421,10 +421,10 @@ def test_torch_inputs_are_validated_on_their_backend():
 
 
 @pytest.mark.parametrize("case", ["finite", "overflowing sum", "+inf and -inf"])
-def test_cost_scan_is_one_sum_unless_it_is_not_finite(case):
-    """Finite costs take one reduction; costs whose sum is not finite (a
-    NaN, infinities, or finite costs that overflow the sum) get min and max,
-    which accept the overflow and name the infinities."""
+def test_cost_scan_is_min_and_max(case):
+    """The scan is two reductions, min and max, in every case: they accept
+    finite costs whose sum would overflow, name the infinities, and give
+    the range the kernel needs."""
     calls = []
 
     class Counting:
@@ -435,11 +435,39 @@ def test_cost_scan_is_one_sum_unless_it_is_not_finite(case):
     C = {"finite": M, "overflowing sum": np.full((3, 4), 1e308),
          "+inf and -inf": _set(_set(M, (0, 0), np.inf), (1, 1), -np.inf)}[case]
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no RuntimeWarning of the sum leaks
+        warnings.simplefilter("error")  # no RuntimeWarning leaks
         if case == "+inf and -inf":
             with pytest.raises(ValueError, match="infinite entries"):
                 validation.check_cost_values(Counting(), C)
         else:
-            validation.check_cost_values(Counting(), C)
-    want = ["detach", "sum"] if case == "finite" else ["detach", "sum", "min", "max"]
-    assert calls == want
+            assert validation.check_cost_values(Counting(), C) == (C.min(), C.max())
+    assert calls == ["detach", "min", "max"]
+
+
+@pytest.mark.parametrize("weights", ["positive", "with zeros"])
+def test_solve_scans_the_costs_once(monkeypatch, weights):
+    """The kernel takes M's range from the input check instead of scanning M
+    again, unless zero weights restrict the problem to part of M (whose
+    range it then measures itself)."""
+    rng = np.random.default_rng(3)
+    C = rng.random((7, 6))
+    a, b = np.full(7, 1 / 7), np.full(6, 1 / 6)
+    if weights == "with zeros":
+        a = np.r_[0.0, np.full(6, 1 / 6)]
+    scans = []
+    for name in ("min", "max"):
+        real = getattr(ot.backend.NumpyBackend, name)
+
+        def counted(self, x, *args, _real=real, **kw):
+            if getattr(x, "shape", None) in ((7, 6), (6, 6)):
+                scans.append(x.shape)
+            return _real(self, x, *args, **kw)
+        monkeypatch.setattr(ot.backend.NumpyBackend, name, counted)
+    P = pot_sns.sinkhorn_newton_sparse(a, b, C, 0.05, stopThr=1e-10)
+    assert scans == ([(7, 6)] * 2 if weights == "positive" else [(7, 6)] * 2 + [(6, 6)] * 2)
+    # zero rows solved off, as POT's reference on the support
+    s = a > 0
+    ref = np.zeros_like(C)
+    ref[s] = ot.sinkhorn(a[s], b, C[s], 0.05, method="sinkhorn_log", stopThr=1e-13,
+                         numItermax=100000)
+    np.testing.assert_allclose(P, ref, atol=1e-9)

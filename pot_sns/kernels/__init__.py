@@ -35,6 +35,7 @@ Kernels, all direct subclasses of ``Kernel``:
 """
 
 from .base import DenseKernel, HessianBlock, Kernel
+from .numpy import NumpyKernel
 
 
 def make_kernel(nx, M, reg, bin_width=0.5, n_bins=120):
@@ -58,8 +59,6 @@ def make_kernel(nx, M, reg, bin_width=0.5, n_bins=120):
     """
     name = nx.__name__
     if name == "numpy":
-        from .numpy import NumpyKernel
-
         return NumpyKernel(nx, M, reg, bin_width, n_bins)
     if name == "torch":
         try:

@@ -156,6 +156,11 @@ class Kernel(abc.ABC):
             self._cost_range = (float(self.nx.min(M)), float(self.nx.max(M)))
         return self._cost_range
 
+    def set_cost_range(self, lo, hi):
+        """Take ``(min, max)`` of ``M`` from a scan made before (the input
+        check's): :meth:`cost_range` then costs no pass."""
+        self._cost_range = (float(lo), float(hi))
+
     def errstate(self):
         """The context the solver runs the kernel's passes in: it keeps the
         floating point warnings of the internal passes (overflow in a

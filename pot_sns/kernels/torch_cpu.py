@@ -102,6 +102,9 @@ class TorchCPUKernel(Kernel):
     def cost_range(self):
         return self._k.cost_range()
 
+    def set_cost_range(self, lo, hi):
+        self._k.set_cost_range(lo, hi)
+
     def at_reg(self, reg):
         return TorchCPUKernel(self.nx, self.M, reg, self.bin_width, self.n_bins,
                               inner=self._k.at_reg(reg))
