@@ -490,7 +490,7 @@ class ScaledSweeps:
         # the ufuncs' reduce, not the methods: a sweep is a few microseconds
         # of work besides its mat-vecs, and each method call costs one more
         lo, hi = float(_MIN(s)), float(_MAX(s))
-        if not (lo > self._k._smin and hi < math.inf):  # as the kernel's _ok_ends
+        if not self._k._ok_ends(lo, hi):
             return None
         x = w / s
         if not (ends[1] / lo <= self._hi and ends[0] / hi >= self._lo):
@@ -643,8 +643,8 @@ class NumpyKernel(Kernel):
     def _plan_blocks(self):
         """Row blocks ``(i0, i1, Kb)`` of ``K`` for the passes that write it
         in place (``Kb`` is their scratch: no copy of ``M`` is made)."""
-        return ((i0, i1, self._K[i0:i1])
-                for i0, i1, _ in row_blocks(self.shape[0], self._plan_rows, self._maskbuf))
+        n, rows, K = self.shape[0], self._plan_rows, self._K
+        return ((i0, min(i0 + rows, n), K[i0:i0 + rows]) for i0 in range(0, n, rows))
 
     def _mask(self, L):
         """Bool scratch of the shape of row block ``L``."""
