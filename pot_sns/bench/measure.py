@@ -8,10 +8,11 @@ own criteria (POT: the 2-norm of one marginal every 10 sweeps; regot: the
 of both marginals), so the benchmark calls each one, unmodified, with its own
 tolerance set to ``tol`` and, if the returned plan misses the target, again
 with a tolerance tightened by the observed excess (times :data:`MARGIN`),
-until the target is met (at most :data:`MAX_TRIES` calls). The reported time is the median wall time
-of ``repeat`` calls at the tolerance that met the target (fewer calls when
-they would take more than the budget in all, more for short calls: they
-are repeated until they took a quarter of a second in all, at most 50).
+until the target is met (at most :data:`MAX_TRIES` calls). The reported time
+is the median wall time of ``repeat`` calls at the tolerance that met the
+target (fewer calls when they would take more than the budget in all, more
+for short calls: they are repeated until they took a quarter of a second in
+all, at most 50).
 
 Every CPU call runs in a child process, killed past twice the budget (a
 safety net for solvers whose time the probe underestimates), so that no
